@@ -1,0 +1,112 @@
+"""Starts the components as supervised tasks, serves the endpoints, handles signals and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sidecar import logs
+from sidecar.config import Settings
+from sidecar.http.routes import Endpoints
+from sidecar.http.server import HttpServer
+from sidecar.state import ComponentHealth, State
+
+log = logs.get("app")
+
+SHUTDOWN_GRACE = 4.0  # seconds; the whole stop must fit in the 5 s the chart allows
+
+
+@dataclass
+class Component:
+    """One long-running job. ``run`` should never return; if it raises, it is restarted."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+
+
+async def _watchdog(state: State, period: float = 0.25) -> None:
+    """Measure event-loop lag: how late a short sleep wakes up."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(period)
+        state.loop_lag = max(0.0, loop.time() - start - period)
+
+
+async def _supervise(component: Component, state: State) -> None:
+    """Run a component forever, restarting it with backoff when it fails."""
+    health = state.components.setdefault(component.name, ComponentHealth())
+    delay = 1.0
+    while True:
+        health.alive = True
+        started = time.monotonic()
+        try:
+            await component.run()
+            raise RuntimeError("component returned")
+        except asyncio.CancelledError:
+            health.alive = False
+            raise
+        except Exception as exc:
+            health.alive = False
+            health.restarts += 1
+            health.last_error = logs.redact(f"{type(exc).__name__}: {exc}")
+            log.error("component_failed", name=component.name, error=health.last_error, exc_info=True)
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def build_components(settings: Settings, state: State) -> list[Component]:
+    """The components this configuration enables; heavy modules are imported only when used."""
+    components = [Component("watchdog", lambda: _watchdog(state))]
+    from sidecar.scripts.sync import SyncLoop
+
+    components.append(Component("scripts", SyncLoop(settings, state).run))
+    return components
+
+
+async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
+    """The ``run`` command: serve until SIGTERM/SIGINT; SIGHUP triggers a sync."""
+    state = State()
+    endpoints = Endpoints(settings, state)
+    server = HttpServer(
+        endpoints.handle,
+        max_connections=settings.http_max_connections,
+        header_timeout=settings.http_header_timeout,
+        on_error=lambda exc: log.error("http_handler_failed", error=repr(exc)),
+    )
+    try:
+        port = await server.start(settings.http_host, settings.http_port)
+    except OSError as exc:
+        log.error("http_listen_failed", host=settings.http_host, port=settings.http_port, error=str(exc))
+        return 1
+    log.info("http_listening", host=settings.http_host, port=port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, state.sync_now.set)
+
+    tasks = [asyncio.create_task(_supervise(c, state), name=c.name) for c in build_components(settings, state)]
+    endpoints.components = [t.get_name() for t in tasks]
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+
+    state.shutting_down = True
+    log.info("stopping")
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), SHUTDOWN_GRACE)
+    await server.stop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,513 @@
+"""One validated settings object, built from flags, ``SIDECAR_*`` variables and the node's own names.
+
+Every setting is declared once, as a dataclass field whose metadata carries its flag, its
+environment names, its kind and its help text. The parser, the validation and the README's
+configuration table (``python -m sidecar.docs``) are all driven from that one declaration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("run", "seed", "check", "status", "version")
+
+# Default node ports by NODE_TYPE, read in the node's set_params.al (see shared/edgelake-facts.md).
+NODE_DEFAULT_PORTS: dict[str, tuple[int, int]] = {
+    "master": (32048, 32049),
+    "operator": (32148, 32149),
+    "publisher": (32248, 32249),
+    "query": (32348, 32349),
+}
+GENERIC_PORTS = (32548, 32549)
+
+Env = Mapping[str, str]
+Default = Callable[[Env], Any] | Any
+
+
+class SettingsError(Exception):
+    """Invalid settings: one message per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def opt(
+    flag: str,
+    kind: str,
+    default: Default,
+    help: str,
+    env: Sequence[str] = (),
+    *,
+    choices: Sequence[str] = (),
+    minimum: float | None = None,
+    maximum: float | None = None,
+    secret: bool = False,
+    group: str = "general",
+) -> Any:
+    """Declare one setting. ``env`` lists extra variable names after ``SIDECAR_<NAME>``."""
+    meta = {
+        "flag": flag,
+        "kind": kind,
+        "default": default,
+        "help": help,
+        "env": tuple(env),
+        "choices": tuple(choices),
+        "minimum": minimum,
+        "maximum": maximum,
+        "secret": secret,
+        "group": group,
+    }
+    return field(default=None, metadata=meta)
+
+
+def _node_ports(env: Env) -> tuple[int, int]:
+    return NODE_DEFAULT_PORTS.get(env.get("NODE_TYPE", "").strip().lower(), GENERIC_PORTS)
+
+
+def _default_tcp_port(env: Env) -> int | None:
+    return _node_ports(env)[0] if env.get("NODE_TYPE") else None
+
+
+def _default_rest_port(env: Env) -> int | None:
+    return _node_ports(env)[1] if env.get("NODE_TYPE") else None
+
+
+def _node_home(env: Env) -> Path:
+    return Path(env.get("EDGELAKE_PATH") or env.get("ANYLOG_PATH") or "/app")
+
+
+def _default_link(env: Env) -> Path:
+    return _node_home(env) / "scripts" / "deployment-scripts"
+
+
+CHECK_NAMES = ("tcp", "rest", "broker")
+HOOK_TRIGGERS = ("change", "publish")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the sidecar. Build it with :func:`load`."""
+
+    command: str = "run"
+
+    # --- general -------------------------------------------------------------------------------
+    log_level: str = opt("--log-level", "choice", "info", "Lowest log level printed.",
+                         choices=("debug", "info", "warning", "error"))
+    log_format: str = opt("--log-format", "choice", "auto",
+                          "`json`, `console`, or `auto` (console on a TTY, JSON otherwise).",
+                          choices=("auto", "json", "console"))
+    http_host: str = opt("--http-host", "host", "0.0.0.0", "Address the endpoints listen on.")
+    http_port: int = opt("--http-port", "int", 8088, "Port of every endpoint (probes, metrics, status, sync).",
+                         minimum=0, maximum=65535)
+    http_max_connections: int = opt("--http-max-connections", "int", 64,
+                                    "Open connections the endpoint server accepts at once; more are closed.",
+                                    minimum=1, maximum=10000)
+    http_header_timeout: float = opt("--http-header-timeout", "float", 5.0,
+                                     "Seconds a client has to send a complete request head.",
+                                     minimum=0.1, maximum=300)
+    loop_lag_max: float = opt("--loop-lag-max", "float", 5.0,
+                              "Event-loop lag in seconds above which `/livez` fails.", minimum=0.1, maximum=600)
+
+    # --- scripts -------------------------------------------------------------------------------
+    repo: str | None = opt("--repo", "optstr", None, "Git URL or local path of the scripts repository.",
+                           group="scripts")
+    ref: str | None = opt("--ref", "optstr", None,
+                          "Branch, tag or commit SHA (default: the remote's default branch).", group="scripts")
+    link: Path = opt("--link", "path", _default_link,
+                     "The published symlink the node reads (default `$EDGELAKE_PATH/scripts/deployment-scripts`).",
+                     env=("LOCAL_SCRIPTS",), group="scripts")
+    root: Path | None = opt("--root", "optpath", None,
+                            "Folder for history and revisions, a subfolder of the volume "
+                            "(default: `.sidecar` beside the link).", group="scripts")
+    fallback_dir: Path | None = opt("--fallback-dir", "optpath", None,
+                                    "Folder published when git cannot be reached at first seed.", group="scripts")
+    period: float = opt("--period", "float", 60.0, "Seconds between syncs.", minimum=0.05, maximum=86400,
+                        group="scripts")
+    jitter: float = opt("--jitter", "float", 0.1, "Random spread of the sync period, as a fraction (0.1 = +-10 %).",
+                        minimum=0, maximum=0.5, group="scripts")
+    local_edits: str = opt("--local-edits", "choice", "carry",
+                           "What a sync does with local edits: `carry` them onto the new revision, `hold` the "
+                           "update until they are gone, or `discard` them.",
+                           choices=("carry", "hold", "discard"), group="scripts")
+    depth: int = opt("--depth", "int", 1, "History depth fetched; 0 fetches all history.", minimum=0,
+                     maximum=1_000_000, group="scripts")
+    submodules: bool = opt("--submodules", "bool", False, "Check out submodules too.", group="scripts")
+    git_timeout: float = opt("--git-timeout", "float", 60.0,
+                             "Seconds any one git command may run before its process group is killed.",
+                             minimum=1, maximum=3600, group="scripts")
+    first_seed_timeout: float = opt("--first-seed-timeout", "float", 30.0,
+                                    "Seconds the first seed retries git before publishing the fallback folder.",
+                                    minimum=0, maximum=86400, group="scripts")
+    backoff_max: float = opt("--backoff-max", "float", 300.0, "Longest wait between failed syncs, in seconds.",
+                             minimum=1, maximum=86400, group="scripts")
+    git_username: str | None = opt("--git-username", "optstr", None,
+                                   "User name for HTTPS git (the password or token comes from a file).",
+                                   group="scripts")
+    git_password_file: Path | None = opt("--git-password-file", "optpath", None,
+                                         "File holding the HTTPS password or token; re-read at every sync.",
+                                         secret=True, group="scripts")
+    ssh_key_file: Path | None = opt("--ssh-key-file", "optpath", None,
+                                    "Private SSH key for git over SSH; re-read at every sync.", secret=True,
+                                    group="scripts")
+    ssh_known_hosts_file: Path | None = opt("--ssh-known-hosts-file", "optpath", None,
+                                            "known_hosts for git over SSH (without it host keys are not "
+                                            "checked).", group="scripts")
+    sync_token_file: Path | None = opt("--sync-token-file", "optpath", None,
+                                       "File with the bearer token that authorizes `POST /sync`.", secret=True,
+                                       group="scripts")
+    sync_hmac_secret_file: Path | None = opt("--sync-hmac-secret-file", "optpath", None,
+                                             "File with the secret for `X-Hub-Signature-256` on `POST /sync`.",
+                                             secret=True, group="scripts")
+
+    # --- node checks ---------------------------------------------------------------------------
+    node_host: str = opt("--node-host", "host", "127.0.0.1", "Address of the node's ports.", group="checks")
+    tcp_port: int | None = opt("--tcp-port", "port", _default_tcp_port,
+                               "Node TCP port; enables the tcp check (default from `NODE_TYPE`).",
+                               env=("ANYLOG_SERVER_PORT",), group="checks")
+    rest_port: int | None = opt("--rest-port", "port", _default_rest_port,
+                                "Node REST port; enables the rest check (default from `NODE_TYPE`).",
+                                env=("ANYLOG_REST_PORT",), group="checks")
+    broker_port: int | None = opt("--broker-port", "port", None,
+                                  "Node message-broker port; enables the broker check.",
+                                  env=("ANYLOG_BROKER_PORT",), group="checks")
+    tcp_interval: float = opt("--tcp-interval", "float", 30.0, "Seconds between tcp checks.", minimum=0.05,
+                              maximum=86400, group="checks")
+    tcp_timeout: float = opt("--tcp-timeout", "float", 3.0, "Connect timeout of the tcp check.", minimum=0.05,
+                             maximum=600, group="checks")
+    tcp_failure_threshold: int = opt("--tcp-failure-threshold", "int", 3,
+                                     "Consecutive failures before tcp is down.", minimum=1, maximum=1000,
+                                     group="checks")
+    tcp_success_threshold: int = opt("--tcp-success-threshold", "int", 1,
+                                     "Consecutive successes before tcp is up again.", minimum=1, maximum=1000,
+                                     group="checks")
+    tcp_initial_delay: float = opt("--tcp-initial-delay", "float", 0.0, "Seconds before the first tcp check.",
+                                   minimum=0, maximum=86400, group="checks")
+    rest_interval: float = opt("--rest-interval", "float", 10.0, "Seconds between rest checks.", minimum=0.05,
+                               maximum=86400, group="checks")
+    rest_timeout: float = opt("--rest-timeout", "float", 3.0, "Timeout of one rest check.", minimum=0.05,
+                              maximum=600, group="checks")
+    rest_failure_threshold: int = opt("--rest-failure-threshold", "int", 3,
+                                      "Consecutive failures before rest is down.", minimum=1, maximum=1000,
+                                      group="checks")
+    rest_success_threshold: int = opt("--rest-success-threshold", "int", 1,
+                                      "Consecutive successes before rest is up again.", minimum=1, maximum=1000,
+                                      group="checks")
+    rest_initial_delay: float = opt("--rest-initial-delay", "float", 0.0, "Seconds before the first rest check.",
+                                    minimum=0, maximum=86400, group="checks")
+    broker_interval: float = opt("--broker-interval", "float", 30.0, "Seconds between broker checks.",
+                                 minimum=0.05, maximum=86400, group="checks")
+    broker_timeout: float = opt("--broker-timeout", "float", 3.0, "Timeout of one broker check.", minimum=0.05,
+                                maximum=600, group="checks")
+    broker_failure_threshold: int = opt("--broker-failure-threshold", "int", 3,
+                                        "Consecutive failures before broker is down.", minimum=1, maximum=1000,
+                                        group="checks")
+    broker_success_threshold: int = opt("--broker-success-threshold", "int", 1,
+                                        "Consecutive successes before broker is up again.", minimum=1,
+                                        maximum=1000, group="checks")
+    broker_initial_delay: float = opt("--broker-initial-delay", "float", 0.0,
+                                      "Seconds before the first broker check.", minimum=0, maximum=86400,
+                                      group="checks")
+    check_jitter: float = opt("--check-jitter", "float", 0.1, "Random spread of check intervals, as a fraction.",
+                              minimum=0, maximum=0.5, group="checks")
+    ready_checks: tuple[str, ...] | None = opt("--ready-checks", "checklist", None,
+                                               "Comma-separated checks that gate `/readyz` (default: every "
+                                               "enabled check; empty: none).", group="checks")
+    node_livez_after: float = opt("--node-livez-after", "float", 120.0,
+                                  "Seconds the rest check must fail before `/node/livez` fails.", minimum=1,
+                                  maximum=86400, group="checks")
+
+    # --- watch and hooks -----------------------------------------------------------------------
+    watch: bool = opt("--watch", "bool", True, "Watch the published tree for changes.", group="hooks")
+    watch_debounce: float = opt("--watch-debounce", "float", 0.05, "Seconds changes are gathered into one batch.",
+                                minimum=0.001, maximum=60, group="hooks")
+    on_change_rest: str | None = opt("--on-change-rest", "optstr", None,
+                                     "REST command sent to the node when local files change; `{path}` is the "
+                                     "changed file relative to the tree (e.g. `process {path}`).", group="hooks")
+    on_change_exec: str | None = opt("--on-change-exec", "optstr", None,
+                                     "Command run (no shell) when local files change.", group="hooks")
+    on_change_webhook: str | None = opt("--on-change-webhook", "optstr", None,
+                                        "URL that gets a JSON POST when local files change.", group="hooks")
+    on_change_glob: str = opt("--on-change-glob", "str", "*",
+                              "Only changes to paths matching this glob trigger the change hooks.", group="hooks")
+    on_publish_rest: str | None = opt("--on-publish-rest", "optstr", None,
+                                      "REST command sent to the node when a new revision is published.",
+                                      group="hooks")
+    on_publish_exec: str | None = opt("--on-publish-exec", "optstr", None,
+                                      "Command run (no shell) when a new revision is published.", group="hooks")
+    on_publish_webhook: str | None = opt("--on-publish-webhook", "optstr", None,
+                                         "URL that gets a JSON POST when a new revision is published.",
+                                         group="hooks")
+    hook_timeout: float = opt("--hook-timeout", "float", 30.0, "Seconds one hook run may take.", minimum=0.1,
+                              maximum=3600, group="hooks")
+    hook_backoff_max: float = opt("--hook-backoff-max", "float", 60.0,
+                                  "Longest wait before retrying a failed hook, in seconds.", minimum=0.1,
+                                  maximum=86400, group="hooks")
+
+    # --- kubernetes ----------------------------------------------------------------------------
+    kube: str = opt("--kube", "choice", "auto",
+                    "Kubernetes API use: `auto` (when in a cluster or `KUBECONFIG` is set), `on`, `off`.",
+                    choices=("auto", "on", "off"), group="kube")
+    service_name: str | None = opt("--service-name", "optstr", None,
+                                   "Service whose addresses give the node its network identity.", group="kube")
+    network_env_file: Path | None = opt("--network-env-file", "optpath", None,
+                                        "Env file written with the node's stable addresses (none: off).",
+                                        group="kube")
+    node_external_ip: bool = opt("--node-external-ip", "bool", False,
+                                 "Also read the Kubernetes node's external IP (needs a ClusterRole to get nodes).",
+                                 group="kube")
+    pod_name: str | None = opt("--pod-name", "optstr", None, "This pod's name (downward API).",
+                               env=("POD_NAME",), group="kube")
+    pod_namespace: str | None = opt("--pod-namespace", "optstr", None, "This pod's namespace (downward API).",
+                                    env=("POD_NAMESPACE",), group="kube")
+    kube_events: bool = opt("--kube-events", "bool", True, "Record Events on the pod.", group="kube")
+    kube_annotations: bool = opt("--kube-annotations", "bool", True,
+                                 "Annotate the pod with the scripts revision and source.", group="kube")
+
+    @property
+    def revisions_root(self) -> Path:
+        """The folder that holds revisions: ``--root`` or ``.sidecar`` beside the link."""
+        return self.root if self.root is not None else self.link.parent / ".sidecar"
+
+    def enabled_checks(self) -> tuple[str, ...]:
+        """Checks whose port is known, in a fixed order."""
+        return tuple(name for name in CHECK_NAMES if getattr(self, f"{name}_port") is not None)
+
+    def gating_checks(self) -> tuple[str, ...]:
+        """Checks that gate readiness."""
+        if self.ready_checks is None:
+            return self.enabled_checks()
+        return tuple(c for c in self.ready_checks if c in self.enabled_checks())
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting as JSON-ready values; secret files show only whether they are set."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = "<set>" if value is not None else None
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            if f.name == "repo" and isinstance(value, str):
+                value = redact_url(value)
+            if f.name.endswith("_webhook") and isinstance(value, str):
+                value = redact_url(value)
+            out[f.name] = value
+        return out
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_URL_QUERY = re.compile(r"\?.*$")
+
+
+def redact_url(url: str) -> str:
+    """Remove user info and query strings from a URL (they may carry credentials)."""
+    url = _URL_USERINFO.sub(lambda m: m.group("scheme") + "<redacted>@", url)
+    return _URL_QUERY.sub("?<redacted>", url)
+
+
+def setting_fields() -> list[dataclasses.Field[Any]]:
+    """The declared settings, in declaration order (``command`` excluded)."""
+    return [f for f in dataclasses.fields(Settings) if "flag" in f.metadata]
+
+
+def env_names(f: dataclasses.Field[Any]) -> tuple[str, ...]:
+    """Environment names of a setting, ``SIDECAR_*`` first."""
+    return (f"SIDECAR_{f.name.upper()}", *f.metadata["env"])
+
+
+_SHA_RE = re.compile(r"^[0-9a-f]{7,64}$")
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
+    """Turn a raw string into the setting's type, or raise ValueError with a clear message."""
+    meta = f.metadata
+    kind = meta["kind"]
+    name = f"{source}"
+    if kind in ("str", "optstr", "host"):
+        if kind == "optstr" and raw == "":
+            return None
+        if kind in ("str", "host") and not raw.strip():
+            raise ValueError(f"{name}: must not be empty")
+        if "\x00" in raw or "\n" in raw:
+            raise ValueError(f"{name}: must not contain control characters")
+        return raw
+    if kind in ("path", "optpath"):
+        if raw == "":
+            if kind == "optpath":
+                return None
+            raise ValueError(f"{name}: must not be empty")
+        if "\x00" in raw:
+            raise ValueError(f"{name}: must not contain NUL")
+        return Path(raw)
+    if kind == "bool":
+        low = raw.strip().lower()
+        if low in _BOOL_TRUE:
+            return True
+        if low in _BOOL_FALSE:
+            return False
+        raise ValueError(f"{name}: expected true or false, got {raw!r}")
+    if kind == "choice":
+        low = raw.strip().lower()
+        if low not in meta["choices"]:
+            raise ValueError(f"{name}: expected one of {', '.join(meta['choices'])}, got {raw!r}")
+        return low
+    if kind == "checklist":
+        items = tuple(x.strip().lower() for x in raw.split(",") if x.strip())
+        bad = [x for x in items if x not in CHECK_NAMES]
+        if bad:
+            raise ValueError(f"{name}: unknown check {', '.join(bad)} (known: {', '.join(CHECK_NAMES)})")
+        return items
+    if kind in ("int", "port"):
+        if kind == "port" and raw.strip() == "":
+            return None
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ValueError(f"{name}: expected a whole number, got {raw!r}") from None
+        lo, hi = (1, 65535) if kind == "port" else (meta["minimum"], meta["maximum"])
+        _check_range(name, value, lo, hi)
+        return value
+    if kind == "float":
+        try:
+            number = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"{name}: expected a number, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{name}: expected a finite number, got {raw!r}")
+        _check_range(name, number, meta["minimum"], meta["maximum"])
+        return number
+    raise AssertionError(f"unknown kind {kind}")
+
+
+def _check_range(name: str, value: float, lo: float | None, hi: float | None) -> None:
+    if lo is not None and value < lo:
+        raise ValueError(f"{name}: must be at least {lo:g}, got {value:g}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{name}: must be at most {hi:g}, got {value:g}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser: one subcommand per mode, each taking every setting."""
+    common = argparse.ArgumentParser(add_help=False)
+    for group_name in ("general", "scripts", "checks", "hooks", "kube"):
+        group = common.add_argument_group(group_name)
+        for f in setting_fields():
+            if f.metadata["group"] != group_name:
+                continue
+            envs = ", ".join(env_names(f))
+            if f.metadata["kind"] == "bool":
+                group.add_argument(f.metadata["flag"], dest=f.name, default=None,
+                                   action=argparse.BooleanOptionalAction,
+                                   help=f"{f.metadata['help']} [env: {envs}]")
+            else:
+                group.add_argument(f.metadata["flag"], dest=f.name, default=None, metavar="VALUE",
+                                   help=f"{f.metadata['help']} [env: {envs}]")
+    parser = argparse.ArgumentParser(
+        prog="edgelake-sidecar",
+        description="Sidecar for EdgeLake nodes: scripts seed and sync, node checks, probes and metrics.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    helps = {
+        "run": "run the sidecar (seed, sync, watch, check, serve)",
+        "seed": "publish the scripts once (or sync once if published) and exit",
+        "check": "run every enabled node check once and print a table",
+        "status": "print the /status of a running sidecar",
+        "version": "print the version",
+    }
+    for name in COMMANDS:
+        sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
+    return parser
+
+
+def load(argv: Sequence[str] | None = None, environ: Env | None = None) -> Settings:
+    """Parse flags and environment into Settings; raise SettingsError listing every problem."""
+    env = dict(os.environ if environ is None else environ)
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    values: dict[str, Any] = {"command": args.command or "run"}
+    problems: list[str] = []
+    for f in setting_fields():
+        cli_value = getattr(args, f.name)
+        try:
+            if cli_value is not None:
+                if isinstance(cli_value, bool):
+                    values[f.name] = cli_value
+                else:
+                    values[f.name] = _convert(f, cli_value, f.metadata["flag"])
+                continue
+            for name in env_names(f):
+                if name in env:
+                    values[f.name] = _convert(f, env[name], name)
+                    break
+            else:
+                default = f.metadata["default"]
+                values[f.name] = default(env) if callable(default) else default
+        except ValueError as exc:
+            problems.append(str(exc))
+    if not problems:
+        problems.extend(_cross_checks(values))
+    if problems:
+        raise SettingsError(problems)
+    return Settings(**values)
+
+
+def _cross_checks(v: dict[str, Any]) -> list[str]:
+    """Checks that involve more than one setting."""
+    problems: list[str] = []
+    link: Path = v["link"]
+    root: Path | None = v["root"]
+    if v["command"] in ("run", "seed") and not v["repo"] and not v["fallback_dir"]:
+        problems.append("--repo or --fallback-dir: at least one scripts source is required")
+    if not link.is_absolute():
+        problems.append(f"--link: must be an absolute path, got {str(link)!r}")
+    if root is not None:
+        if not root.is_absolute():
+            problems.append(f"--root: must be an absolute path, got {str(root)!r}")
+        elif root == link or _is_within(link, root):
+            problems.append("--root: must not contain the link or be the link itself")
+        elif _is_within(root, link):
+            problems.append("--root: must not be inside the published link")
+    repo = v["repo"]
+    if repo is not None and repo.startswith("-"):
+        problems.append(f"--repo: must not start with '-', got {repo!r}")
+    ref = v["ref"]
+    if ref is not None and (ref.startswith("-") or ".." in ref or any(c in ref for c in " ~^:?*[\\")):
+        problems.append(f"--ref: not a valid branch, tag or commit name: {ref!r}")
+    if v["git_username"] and not v["git_password_file"]:
+        problems.append("--git-username: needs --git-password-file")
+    for name in CHECK_NAMES:
+        if v[f"{name}_timeout"] > v[f"{name}_interval"] * 10:
+            problems.append(f"--{name}-timeout: must not exceed ten times --{name}-interval")
+    for name in ("on_change_webhook", "on_publish_webhook"):
+        url = v[name]
+        if url is not None and not re.match(r"^https?://[^\s/]+", url):
+            problems.append(f"--{name.replace('_', '-')}: expected an http(s) URL, got {redact_url(url)!r}")
+    if v["kube"] == "on" and v["network_env_file"] is not None and not v["service_name"]:
+        problems.append("--network-env-file: needs --service-name")
+    return problems
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        path.relative_to(parent)
+    except ValueError:
+        return False
+    return True
+
+
+def is_sha(ref: str | None) -> bool:
+    """True when ``ref`` looks like a commit id rather than a branch or tag."""
+    return ref is not None and bool(_SHA_RE.match(ref))

@@ -1,0 +1,134 @@
+"""The endpoints. Every answer comes from in-memory state: no check or git call runs inline."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sidecar import __version__, logs
+from sidecar.config import Settings
+from sidecar.http.server import Request, Response
+from sidecar.state import State
+
+log = logs.get("http")
+
+JSON = "application/json"
+
+
+def _json(status: int, payload: object) -> Response:
+    return Response(status, (json.dumps(payload, indent=1, sort_keys=False) + "\n").encode(), JSON)
+
+
+def _text(status: int, text: str) -> Response:
+    return Response(status, text.encode())
+
+
+async def read_secret(path: Path) -> bytes:
+    """Read a secret file off the event loop, stripped of surrounding white space."""
+    data = await asyncio.to_thread(path.read_bytes)
+    secret = data.strip()
+    logs.add_secret(secret.decode(errors="replace"))
+    return secret
+
+
+class Endpoints:
+    """Routes requests to handlers that read ``state``."""
+
+    def __init__(self, settings: Settings, state: State) -> None:
+        self.settings = settings
+        self.state = state
+        self.components: list[str] = []
+        self.routes: dict[tuple[str, str], Callable[[Request], Response | Awaitable[Response]]] = {
+            ("GET", "/livez"): self.livez,
+            ("GET", "/status"): self.status,
+            ("POST", "/sync"): self.sync,
+        }
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        """Dispatch one request."""
+        method = "GET" if request.method == "HEAD" else request.method
+        handler = self.routes.get((method, request.path))
+        if handler is not None:
+            return handler(request)
+        if any(path == request.path for _, path in self.routes):
+            allowed = sorted({m for m, p in self.routes if p == request.path})
+            return Response(405, b"method not allowed\n", headers={"Allow": ", ".join(allowed)})
+        return _text(404, "not found\n")
+
+    # -- liveness of the sidecar itself ------------------------------------------------------------
+    def livez_problems(self) -> list[str]:
+        """Reasons the sidecar itself is unhealthy (never the node's or git's)."""
+        problems = []
+        if self.state.loop_lag > self.settings.loop_lag_max:
+            problems.append(f"event loop lagging {self.state.loop_lag:.2f} s")
+        for name in self.components:
+            health = self.state.components.get(name)
+            if health is None or not health.alive:
+                problems.append(f"component {name} not running")
+        return problems
+
+    def livez(self, request: Request) -> Response:
+        """200 while the event loop turns and every component task runs."""
+        problems = self.livez_problems()
+        if problems:
+            return _text(503, "".join(f"[-]{p}\n" for p in problems))
+        return _text(200, "ok\n")
+
+    # -- status ------------------------------------------------------------------------------------
+    def status(self, request: Request) -> Response:
+        """Everything, as JSON; secrets redacted."""
+        s = self.state
+        payload = {
+            "version": __version__,
+            "uptime_seconds": round(time.time() - s.started, 3),
+            "config": self.settings.redacted(),
+            "scripts": s.scripts.as_dict(),
+            "checks": {name: c.as_dict() for name, c in s.checks.items()},
+            "watch": s.watch.as_dict(),
+            "hooks": {name: h.as_dict() for name, h in s.hooks.items()},
+            "kube": s.kube.as_dict(),
+            "components": {
+                name: {"alive": h.alive, "restarts": h.restarts, "last_error": h.last_error}
+                for name, h in s.components.items()
+            },
+            "loop_lag_seconds": round(s.loop_lag, 4),
+        }
+        return _json(200, payload)
+
+    # -- sync trigger ------------------------------------------------------------------------------
+    async def sync(self, request: Request) -> Response:
+        """Trigger a sync now; needs a bearer token or an ``X-Hub-Signature-256`` HMAC."""
+        token_file = self.settings.sync_token_file
+        hmac_file = self.settings.sync_hmac_secret_file
+        if token_file is None and hmac_file is None:
+            return _text(404, "sync trigger is off (no --sync-token-file or --sync-hmac-secret-file)\n")
+        try:
+            if not await self._authorized(request, token_file, hmac_file):
+                log.warning("sync_trigger_denied", peer=request.peer)
+                return Response(401, b"unauthorized\n", headers={"WWW-Authenticate": "Bearer"})
+        except OSError as exc:
+            log.error("sync_secret_unreadable", error=str(exc))
+            return _text(500, "sync secret unreadable\n")
+        self.state.sync_now.set()
+        log.info("sync_triggered", peer=request.peer)
+        return _text(202, "sync triggered\n")
+
+    async def _authorized(self, request: Request, token_file: Path | None, hmac_file: Path | None) -> bool:
+        auth = request.headers.get("authorization", "")
+        if token_file is not None and auth.lower().startswith("bearer "):
+            token = await read_secret(token_file)
+            given = auth[7:].strip().encode()
+            if token and hmac.compare_digest(given, token):
+                return True
+        signature = request.headers.get("x-hub-signature-256", "")
+        if hmac_file is not None and signature.startswith("sha256="):
+            secret = await read_secret(hmac_file)
+            expected = "sha256=" + hmac.new(secret, request.body, hashlib.sha256).hexdigest()
+            if secret and hmac.compare_digest(signature.encode(), expected.encode()):
+                return True
+        return False

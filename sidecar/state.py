@@ -1,0 +1,250 @@
+"""The in-memory truth: every component writes its part, the HTTP layer and metrics read it.
+
+Nothing here performs I/O. Each component owns one section and is the only writer of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar.bus import Bus
+
+# Seconds; shared by every duration histogram so dashboards can compare them.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class Histogram:
+    """Cumulative histogram data, exported by metrics.py as a Prometheus histogram."""
+
+    buckets: tuple[float, ...] = DURATION_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        """Record one observation."""
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, cumulative count)`` pairs ending with ``+Inf``."""
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, n in zip(self.buckets, self.counts, strict=False):
+            running += n
+            out.append((repr(float(bound)), running))
+        out.append(("+Inf", self.count))
+        return out
+
+
+# --- scripts ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScriptsState:
+    """Written by scripts/ (seed and sync)."""
+
+    published: bool = False
+    source: str | None = None  # git | fallback | adopted
+    ref: str | None = None
+    revision: str | None = None
+    revision_dir: str | None = None
+    published_time: float | None = None
+    last_sync_time: float | None = None
+    last_sync_result: str | None = None  # ok | noop | error | conflict | held
+    last_sync_error: str | None = None
+    last_success_time: float | None = None
+    next_sync_time: float | None = None
+    consecutive_failures: int = 0
+    local_edits: int = 0
+    local_edit_files: list[str] = field(default_factory=list)
+    conflict_files: list[str] = field(default_factory=list)
+    syncs: Counter[str] = field(default_factory=Counter)
+    sync_duration: Histogram = field(default_factory=Histogram)
+    revisions_published: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``/status`` view."""
+        return {
+            "published": self.published,
+            "source": self.source,
+            "ref": self.ref,
+            "revision": self.revision,
+            "published_time": _iso(self.published_time),
+            "last_sync_time": _iso(self.last_sync_time),
+            "last_sync_result": self.last_sync_result,
+            "last_sync_error": self.last_sync_error,
+            "last_success_time": _iso(self.last_success_time),
+            "next_sync_time": _iso(self.next_sync_time),
+            "consecutive_failures": self.consecutive_failures,
+            "local_edits": self.local_edits,
+            "local_edit_files": self.local_edit_files[:100],
+            "conflict_files": self.conflict_files,
+            "syncs": dict(self.syncs),
+        }
+
+
+# --- node checks -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckResult:
+    """One run of one check."""
+
+    ok: bool
+    reason: str  # ok | refused | timeout | reset | bad-status | bad-body | ...
+    duration: float
+    at: float
+    detail: str = ""
+
+
+@dataclass
+class CheckState:
+    """Written by checks/runner.py, one per enabled check."""
+
+    name: str
+    up: bool | None = None  # None until the thresholds have decided
+    consecutive_ok: int = 0
+    consecutive_fail: int = 0
+    failing_since: float | None = None  # wall time of the first failure of the current run of failures
+    last: CheckResult | None = None
+    history: deque[CheckResult] = field(default_factory=lambda: deque(maxlen=20))
+    results: Counter[str] = field(default_factory=Counter)
+    duration: Histogram = field(default_factory=Histogram)
+    transitions: int = 0
+    node_name: str | None = None  # the name the REST check reports
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``/status`` view."""
+        return {
+            "up": self.up,
+            "consecutive_ok": self.consecutive_ok,
+            "consecutive_fail": self.consecutive_fail,
+            "failing_since": _iso(self.failing_since),
+            "node_name": self.node_name,
+            "results": dict(self.results),
+            "recent": [
+                {"ok": r.ok, "reason": r.reason, "duration_ms": round(r.duration * 1000, 2), "at": _iso(r.at),
+                 **({"detail": r.detail} if r.detail else {})}
+                for r in self.history
+            ],
+        }
+
+
+# --- watch and hooks -------------------------------------------------------------------------------
+
+
+@dataclass
+class WatchState:
+    """Written by watch.py."""
+
+    running: bool = False
+    changes: Counter[str] = field(default_factory=Counter)  # added | modified | deleted
+    last_change_time: float | None = None
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=50))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``/status`` view."""
+        return {
+            "running": self.running,
+            "changes": dict(self.changes),
+            "last_change_time": _iso(self.last_change_time),
+            "recent": list(self.recent),
+        }
+
+
+@dataclass
+class HookState:
+    """Written by hooks.py, one per configured hook."""
+
+    name: str
+    runs: Counter[str] = field(default_factory=Counter)  # ok | error | timeout
+    duration: Histogram = field(default_factory=Histogram)
+    last_result: str | None = None
+    last_error: str | None = None
+    last_run_time: float | None = None
+    pending: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``/status`` view."""
+        return {
+            "runs": dict(self.runs),
+            "last_result": self.last_result,
+            "last_error": self.last_error,
+            "last_run_time": _iso(self.last_run_time),
+            "pending": self.pending,
+        }
+
+
+# --- kubernetes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class KubeState:
+    """Written by kube/."""
+
+    enabled: bool = False
+    mode: str = "off"  # off | in-cluster | kubeconfig
+    problem: str | None = None  # degraded reason, said once
+    identity_written: bool = False
+    identity: dict[str, str] = field(default_factory=dict)
+    events_sent: int = 0
+    api_errors: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``/status`` view."""
+        return {
+            "enabled": self.enabled,
+            "mode": self.mode,
+            "problem": self.problem,
+            "identity_written": self.identity_written,
+            "identity": self.identity,
+            "events_sent": self.events_sent,
+            "api_errors": dict(self.api_errors),
+        }
+
+
+# --- the whole ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ComponentHealth:
+    """Liveness of one supervised component task."""
+
+    alive: bool = False
+    restarts: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class State:
+    """Everything the sidecar knows right now."""
+
+    started: float = field(default_factory=time.time)
+    bus: Bus = field(default_factory=Bus)
+    scripts: ScriptsState = field(default_factory=ScriptsState)
+    checks: dict[str, CheckState] = field(default_factory=dict)
+    watch: WatchState = field(default_factory=WatchState)
+    hooks: dict[str, HookState] = field(default_factory=dict)
+    kube: KubeState = field(default_factory=KubeState)
+    components: dict[str, ComponentHealth] = field(default_factory=dict)
+    loop_lag: float = 0.0
+    shutting_down: bool = False
+    sync_now: asyncio.Event = field(default_factory=asyncio.Event)  # set by POST /sync and SIGHUP
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int((ts % 1) * 1000):03d}Z"

@@ -1,0 +1,1 @@
+"""Optional Kubernetes integration: network identity, Events, pod annotations."""

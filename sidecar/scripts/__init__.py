@@ -1,0 +1,1 @@
+"""The node's deployment scripts: seed, atomic publication, sync and local edits."""

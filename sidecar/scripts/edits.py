@@ -1,0 +1,51 @@
+"""Local edits: what a user changed, added or deleted in a published revision, as git sees it.
+
+Every published revision is a git worktree whose HEAD is the revision it was built from, so the
+edits are exactly ``git status`` of that worktree, ignored files included (they are data too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from sidecar.scripts.git import Git
+
+STATUS_ARGS = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--no-renames")
+
+
+def parse_status(out: bytes) -> list[str]:
+    """Paths from ``git status --porcelain=v1 -z`` output."""
+    paths = []
+    for entry in out.split(b"\0"):
+        if len(entry) > 3:
+            paths.append(entry[3:].decode("utf-8", errors="surrogateescape"))
+    return sorted(set(paths))
+
+
+async def edited_paths(git: Git, worktree: Path, paths: Sequence[str] | None = None) -> list[str]:
+    """Paths (relative to the tree) that differ from the revision; only among ``paths`` when given.
+
+    Passing the paths of a watcher batch keeps the cost proportional to the batch, not the tree.
+    """
+    args = [*STATUS_ARGS]
+    if paths is not None:
+        if not paths:
+            return []
+        args += ["--", *(f":(literal){p}" for p in paths)]
+    result = await git.run(args, cwd=worktree)
+    return parse_status(result.stdout)
+
+
+async def snapshot(git: Git, worktree: Path, index_file: Path) -> str:
+    """The tree id of the worktree as it is now (every file, ignored ones too), without touching it.
+
+    Uses a private index so the worktree's own index, which defines "unedited", stays as it is.
+    """
+    env = {"GIT_INDEX_FILE": str(index_file)}
+    try:
+        await git.run(["read-tree", "HEAD"], cwd=worktree, env=env)
+        await git.run(["add", "--all", "--force", "--", "."], cwd=worktree, env=env)
+        return await git.out(["write-tree"], cwd=worktree, env=env)
+    finally:
+        index_file.unlink(missing_ok=True)

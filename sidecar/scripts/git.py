@@ -1,0 +1,197 @@
+"""Async git CLI: every call has a timeout, runs without hooks or prompts, and never leaks credentials.
+
+Credentials are read from files by git's own credential helper and SSH command at each call;
+they never appear in argv or the environment of the sidecar. Output shown in errors is redacted.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar import logs, procs
+
+# Applied to every call: no hooks, no prompts, any volume owner, no system/global config surprises.
+BASE_CONFIG: tuple[tuple[str, str], ...] = (
+    ("core.hooksPath", "/dev/null"),
+    ("safe.directory", "*"),
+    ("core.askPass", ""),
+    ("credential.helper", ""),
+    ("protocol.file.allow", "always"),
+    ("submodule.recurse", "false"),
+    ("advice.detachedHead", "false"),
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
+    ("core.fsync", "committed"),
+    ("init.defaultBranch", "main"),
+    ("user.name", "edgelake-sidecar"),
+    ("user.email", "sidecar@localhost"),
+)
+
+
+class GitError(Exception):
+    """A git command failed; the message is redacted and says what failed."""
+
+    def __init__(self, message: str, *, reason: str = "git", stderr: str = "") -> None:
+        super().__init__(logs.redact(message))
+        self.reason = reason
+        self.stderr = logs.redact(stderr)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where credentials live. Files are read by git itself, at each call."""
+
+    username: str | None = None
+    password_file: Path | None = None
+    ssh_key_file: Path | None = None
+    known_hosts_file: Path | None = None
+    ssh_connect_timeout: int = 15
+
+
+def _helper(creds: Credentials) -> str:
+    # A shell credential helper: reads the password file when git asks, so the secret never
+    # sits in our argv or environment. The file path is not a secret.
+    user = shlex.quote(creds.username or "git")
+    pw = shlex.quote(str(creds.password_file))
+    return (
+        "!f() { test \"$1\" = get || exit 0; "
+        f"echo username={user}; printf 'password=%s\\n' \"$(cat {pw})\"; }}; f"
+    )
+
+
+def _ssh_command(creds: Credentials, key_copy: Path | None) -> str:
+    parts = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={creds.ssh_connect_timeout}",
+             "-o", "IdentitiesOnly=yes"]
+    if key_copy is not None:
+        parts += ["-i", str(key_copy)]
+    if creds.known_hosts_file is not None:
+        parts += ["-o", f"UserKnownHostsFile={creds.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+    else:
+        parts += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    return shlex.join(parts)
+
+
+class Git:
+    """Runs git with the sidecar's hygiene; ``home`` is a writable scratch folder (HOME for git/ssh)."""
+
+    def __init__(self, timeout: float, home: Path, credentials: Credentials | None = None) -> None:
+        self.timeout = timeout
+        self.home = home
+        self.credentials = credentials or Credentials()
+        self.calls = 0
+
+    def env(self, key_copy: Path | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of every git call (config passed through GIT_CONFIG_* so argv stays short)."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_OPTIONAL_LOCKS": "0",
+            "GIT_ASKPASS": "/bin/false",
+            "SSH_ASKPASS": "/bin/false",
+            "LC_ALL": "C",
+        }
+        config = list(BASE_CONFIG)
+        creds = self.credentials
+        if creds.password_file is not None:
+            config.append(("credential.helper", _helper(creds)))
+        config.append(("core.sshCommand", _ssh_command(creds, key_copy)))
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for i, (key, value) in enumerate(config):
+            env[f"GIT_CONFIG_KEY_{i}"] = key
+            env[f"GIT_CONFIG_VALUE_{i}"] = value
+        if extra:
+            env.update(extra)
+        return env
+
+    async def run(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        git_dir: Path | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+        remote: bool = False,
+    ) -> procs.ProcResult:
+        """Run ``git ARGS``; raise GitError on failure (when ``check``) or on timeout.
+
+        ``remote`` calls get a private copy of the SSH key (ssh insists on 0600 files, while a
+        mounted Secret is often 0644), deleted right after the call.
+        """
+        argv = ["git"]
+        if git_dir is not None:
+            argv += ["--git-dir", str(git_dir)]
+        argv += list(args)
+        key_copy = self._copy_key() if remote and self.credentials.ssh_key_file is not None else None
+        self.calls += 1
+        try:
+            result = await procs.run(argv, timeout=timeout or self.timeout, cwd=cwd, env=self.env(key_copy, env),
+                                     stdin=stdin)
+        except procs.ProcTimeout as exc:
+            raise GitError(f"git {args[0]} timed out: {exc}", reason="timeout") from None
+        except OSError as exc:
+            raise GitError(f"git {args[0]} could not start: {exc}", reason="io") from None
+        finally:
+            if key_copy is not None:
+                key_copy.unlink(missing_ok=True)
+        if check and result.returncode != 0:
+            err = result.stderr.decode(errors="replace").strip()
+            raise GitError(f"git {args[0]} failed ({result.returncode}): {_last_lines(err)}",
+                           reason=classify(err), stderr=err)
+        return result
+
+    async def out(self, args: Sequence[str], **kwargs: object) -> str:
+        """Run git and return its stdout as stripped text."""
+        result = await self.run(args, **kwargs)  # type: ignore[arg-type]
+        return result.stdout.decode(errors="replace").strip()
+
+    def _copy_key(self) -> Path:
+        assert self.credentials.ssh_key_file is not None
+        data = self.credentials.ssh_key_file.read_bytes()
+        self.home.mkdir(parents=True, exist_ok=True)
+        path = self.home / f"ssh-key-{os.getpid()}-{self.calls}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data if data.endswith(b"\n") else data + b"\n")
+        finally:
+            os.close(fd)
+        return path
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return " | ".join(lines[-n:]) if lines else "no message"
+
+
+def classify(stderr: str) -> str:
+    """A short reason for a git failure, for metrics and status."""
+    low = stderr.lower()
+    if "authentication failed" in low or "permission denied" in low or "could not read username" in low \
+            or "401" in low or "403" in low:
+        return "auth"
+    if "not found" in low or "does not appear to be a git repository" in low or ("repository" in low and \
+            "not exist" in low):
+        return "not-found"
+    if "couldn't find remote ref" in low or "no such ref" in low or "not our ref" in low:
+        return "ref-not-found"
+    if "could not resolve" in low or "connection refused" in low or "timed out" in low \
+            or "unable to access" in low or "network is unreachable" in low:
+        return "unreachable"
+    if "no space left" in low:
+        return "disk-full"
+    if "read-only file system" in low or "permission denied" in low:
+        return "io"
+    if "corrupt" in low or "bad object" in low or "not a git repository" in low or "fatal: bad" in low:
+        return "corrupt"
+    if "protocol error" in low or "bad line length" in low or "expected" in low or "invalid" in low:
+        return "protocol"
+    return "git"

@@ -67,6 +67,12 @@ def build_components(settings: Settings, state: State) -> list[Component]:
     from sidecar.scripts.sync import SyncLoop
 
     components.append(Component("scripts", SyncLoop(settings, state).run))
+    if settings.enabled_checks():
+        from sidecar.checks.runner import CheckRunner, CheckSpec
+
+        for name in settings.enabled_checks():
+            runner = CheckRunner(CheckSpec.from_settings(settings, name), state)
+            components.append(Component(f"check-{name}", runner.run))
     return components
 
 

@@ -118,6 +118,9 @@ class CheckState:
     consecutive_ok: int = 0
     consecutive_fail: int = 0
     failing_since: float | None = None  # wall time of the first failure of the current run of failures
+    # The same instant on the monotonic clock: /node/livez measures "failing for how long" with it,
+    # so a wall-clock step can never make it restart the node.
+    failing_since_monotonic: float | None = None
     last: CheckResult | None = None
     history: deque[CheckResult] = field(default_factory=lambda: deque(maxlen=20))
     results: Counter[str] = field(default_factory=Counter)

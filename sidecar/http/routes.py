@@ -9,11 +9,15 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sidecar import __version__, logs
+from sidecar import __version__, health, logs
 from sidecar.config import Settings
 from sidecar.http.server import Request, Response
 from sidecar.state import State
+
+if TYPE_CHECKING:
+    from sidecar.metrics import Exposition
 
 log = logs.get("http")
 
@@ -26,6 +30,25 @@ def _json(status: int, payload: object) -> Response:
 
 def _text(status: int, text: str) -> Response:
     return Response(status, text.encode())
+
+
+def _parts(probe: str, parts: list[health.Part], request: Request) -> Response:
+    """A probe answer as the Kubernetes API server writes it: ``ok``, or the lines with ``?verbose``.
+
+    A failure always lists the lines, so whoever reads a failing probe sees why.
+    """
+    ok = health.all_ok(parts)
+    if ok and "verbose" not in request.query:
+        return _text(200, "ok\n")
+    lines = [p.line() for p in parts]
+    lines.append(f"{probe} check {'passed' if ok else 'failed'}")
+    return _text(200 if ok else 503, "\n".join(lines) + "\n")
+
+
+def _load_metrics(settings: Settings, state: State) -> Exposition:
+    from sidecar.metrics import Exposition
+
+    return Exposition(settings, state)
 
 
 async def read_secret(path: Path) -> bytes:
@@ -43,8 +66,13 @@ class Endpoints:
         self.settings = settings
         self.state = state
         self.components: list[str] = []
+        self._metrics: Exposition | None = None
         self.routes: dict[tuple[str, str], Callable[[Request], Response | Awaitable[Response]]] = {
             ("GET", "/livez"): self.livez,
+            ("GET", "/startupz"): self.startupz,
+            ("GET", "/readyz"): self.readyz,
+            ("GET", "/node/livez"): self.node_livez,
+            ("GET", "/metrics"): self.metrics,
             ("GET", "/status"): self.status,
             ("POST", "/sync"): self.sync,
         }
@@ -78,6 +106,28 @@ class Endpoints:
         if problems:
             return _text(503, "".join(f"[-]{p}\n" for p in problems))
         return _text(200, "ok\n")
+
+    # -- probes answered from state (sidecar.health) ------------------------------------------------
+    def startupz(self, request: Request) -> Response:
+        """200 once the scripts are published (and the network identity written, when wanted)."""
+        return _parts("startupz", health.startup(self.settings, self.state), request)
+
+    def readyz(self, request: Request) -> Response:
+        """200 when the scripts are published and every gating node check is up."""
+        return _parts("readyz", health.readiness(self.settings, self.state), request)
+
+    def node_livez(self, request: Request) -> Response:
+        """For the node container's liveness probe: 503 only after a sustained REST failure."""
+        return _parts("node/livez", [health.node_liveness(self.settings, self.state)], request)
+
+    async def metrics(self, request: Request) -> Response:
+        """Prometheus text exposition of the state."""
+        if self._metrics is None:
+            # First scrape: import prometheus_client (~0.1 s) off the event loop, so probes keep answering.
+            self._metrics = await asyncio.to_thread(_load_metrics, self.settings, self.state)
+        from sidecar.metrics import CONTENT_TYPE
+
+        return Response(200, self._metrics.render(), CONTENT_TYPE)
 
     # -- status ------------------------------------------------------------------------------------
     def status(self, request: Request) -> Response:

@@ -88,6 +88,12 @@ class _Server:
         self._accepting.clear()
         sock, self._listener = self._listener, None
         if sock is not None:
+            # shutdown() first: it stops the listen at once even while the accept thread is in
+            # select() on it, where a bare close() leaves the port listening for a moment.
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             sock.close()
 
     def stall(self) -> None:
@@ -151,10 +157,12 @@ class _Server:
             except OSError:
                 pass
             finally:
-                conn.close()
+                # Counted closed before close(): a client that waits for our close to send its next
+                # request must never be seen holding two connections.
                 with self.lock:
                     self.open_now -= 1
                     self._conns.discard(conn)
+                conn.close()
 
     def hold(self, conn: socket.socket) -> None:
         """Pin this worker until the peer hangs up or the test releases it (the node has no timeouts)."""

@@ -15,6 +15,7 @@ from sidecar import noderest
 from sidecar.checks import broker, rest, tcp
 from tests.conftest import free_port, require_tool
 from tests.fakenode import FakeNode
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def node() -> Iterator[FakeNode]:
 async def test_tcp_ok_and_logs_one_peer_closed_line(node: FakeNode) -> None:
     outcome = await tcp.probe("127.0.0.1", node.tcp.port, 3)
     assert outcome.ok and outcome.reason == "ok"
-    await _until(lambda: node.tcp.log_lines == 1)
+    await eventually(lambda: node.tcp.log_lines == 1)
     assert node.tcp.event_log[-1].startswith("Info: Peer closed (127.0.0.1:")
     assert node.tcp.open_now == 0
 
@@ -78,7 +79,7 @@ async def test_rest_hang_times_out_and_frees_the_worker(node: FakeNode) -> None:
     with pytest.raises(noderest.NodeRestError) as info:
         await rest.probe("127.0.0.1", node.rest.port, 0.3)
     assert info.value.reason == "timeout"
-    await _until(lambda: node.rest.open_now == 0)  # we hung up: the node's worker is free again
+    await eventually(lambda: node.rest.open_now == 0)  # we hung up: the node's worker is free again
 
 
 async def test_node_quirks_reproduced(node: FakeNode) -> None:
@@ -96,7 +97,7 @@ async def test_node_quirks_reproduced(node: FakeNode) -> None:
 async def test_broker_ok_then_disconnect(node: FakeNode) -> None:
     outcome = await broker.probe("127.0.0.1", node.broker.port, 3)
     assert outcome.ok
-    await _until(lambda: node.broker.disconnects == 1 and node.broker.open_now == 0)
+    await eventually(lambda: node.broker.disconnects == 1 and node.broker.open_now == 0)
     assert node.broker.connacks == 1
 
 
@@ -160,11 +161,3 @@ def _raw(port: int, request: bytes) -> bytes:
         while chunk := s.recv(4096):
             out += chunk
     return out
-
-
-async def _until(predicate: object, timeout: float = 5) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)

@@ -1,0 +1,182 @@
+"""The check runner: thresholds, transitions, events, history, no overlap, one REST connection at most."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from sidecar import noderest
+from sidecar.bus import Event
+from sidecar.checks import Outcome
+from sidecar.checks.runner import CheckRunner, CheckSpec
+from sidecar.state import State
+from tests.fakenode import FakeNode
+from tests.waiting import eventually
+
+
+@pytest.fixture
+def node() -> Iterator[FakeNode]:
+    with FakeNode("el-runner") as fake:
+        yield fake
+
+
+def spec(name: str, port: int, **kw: float) -> CheckSpec:
+    # timeout 3 s, the default: rapid connects to a backlog of 5 sometimes wait for a 1 s SYN retry,
+    # on the real node (shared/edgelake-facts.md) and on the stand-in alike.
+    values: dict[str, float] = {"interval": 0.05, "timeout": 3.0, "failure_threshold": 3, "success_threshold": 1,
+                                "initial_delay": 0.0, "jitter": 0.0}
+    values.update(kw)
+    return CheckSpec(name, "127.0.0.1", port, values["interval"], values["timeout"],
+                     int(values["failure_threshold"]), int(values["success_threshold"]), values["initial_delay"],
+                     values["jitter"])
+
+
+def drain(queue: asyncio.Queue[Event]) -> list[Event]:
+    events = []
+    while not queue.empty():
+        events.append(queue.get_nowait())
+    return events
+
+
+async def test_thresholds_and_transition_events(node: FakeNode) -> None:
+    state = State()
+    events = state.bus.subscribe()
+    runner = CheckRunner(spec("tcp", node.tcp.port, failure_threshold=3, success_threshold=2), state)
+    check = state.checks["tcp"]
+
+    await runner.once()
+    assert check.up is None  # one success is not enough for a success threshold of 2
+    await runner.once()
+    assert check.up is True
+    assert drain(events) == []  # coming up at start is not an event
+
+    node.tcp.close()
+    for expected in (True, True, False):  # down only on the third consecutive failure
+        result = await runner.once()
+        assert result.reason == "refused"
+        assert check.up is expected
+    down = drain(events)
+    assert [e.kind for e in down] == ["check-down"]
+    assert down[0].warning and down[0].data["check"] == "tcp" and down[0].data["reason"] == "refused"
+    assert check.failing_since is not None and check.consecutive_fail == 3
+
+    await runner.once()
+    assert drain(events) == []  # still down: no repeated event
+
+    node.tcp.open()
+    await runner.once()
+    assert check.up is False  # recovering needs two successes
+    await runner.once()
+    assert check.up is True and check.failing_since is None and check.failing_since_monotonic is None
+    assert [e.kind for e in drain(events)] == ["check-up"]
+    assert check.results == {"ok": 4, "refused": 4}
+    assert check.transitions == 3 and check.duration.count == 8
+
+
+async def test_a_failure_streak_broken_by_success_does_not_count(node: FakeNode) -> None:
+    state = State()
+    runner = CheckRunner(spec("rest", node.rest.port, failure_threshold=2), state)
+    check = state.checks["rest"]
+    await runner.once()
+    assert check.up is True and check.node_name == f"el-runner@127.0.0.1:{node.tcp.port}"
+    for mode in ("bad-status", "ok", "not-running", "ok", "garbage"):
+        node.rest.mode = mode
+        await runner.once()
+        assert check.up is True
+    assert [r.reason for r in check.history][-5:] == ["bad-status", "ok", "bad-body", "ok", "bad-response"]
+
+
+async def test_reasons_for_hanging_and_garbage_ports(node: FakeNode) -> None:
+    state = State()
+    node.rest.mode = "hang"
+    node.broker.mode = "garbage"
+    rest = CheckRunner(spec("rest", node.rest.port, timeout=0.2, failure_threshold=1), state)
+    brk = CheckRunner(spec("broker", node.broker.port, failure_threshold=1), state)
+    assert (await rest.once()).reason == "timeout"
+    assert (await brk.once()).reason == "bad-answer"
+    node.broker.mode = "silent"
+    brk.spec = spec("broker", node.broker.port, timeout=0.2)
+    assert (await brk.once()).reason == "timeout"
+    assert state.checks["rest"].up is False and state.checks["broker"].up is False
+    assert "20 02 00 00" in state.checks["broker"].history[0].detail
+
+
+async def test_history_is_a_bounded_ring(node: FakeNode) -> None:
+    state = State()
+    runner = CheckRunner(spec("tcp", node.tcp.port), state)
+    for _ in range(25):
+        await runner.once()
+    assert len(state.checks["tcp"].history) == 20
+    assert state.checks["tcp"].results["ok"] == 25
+
+
+@contextlib.asynccontextmanager
+async def running(*runners: CheckRunner) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(r.run()) for r in runners]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_slow_check_never_overlaps_itself() -> None:
+    state = State()
+    active = 0
+    peak = 0
+    runs = 0
+
+    async def slow(host: str, port: int, timeout: float) -> Outcome:
+        nonlocal active, peak, runs
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.05)  # longer than the interval
+        active -= 1
+        runs += 1
+        return Outcome(True, "ok")
+
+    runner = CheckRunner(spec("tcp", 1, interval=0.01), state, probe=slow)
+    async with running(runner):
+        await eventually(lambda: runs >= 5)
+    assert peak == 1
+
+
+async def test_initial_delay_holds_the_first_run(node: FakeNode) -> None:
+    state = State()
+    delayed = CheckRunner(spec("tcp", node.tcp.port, initial_delay=60), state)
+    prompt = CheckRunner(spec("broker", node.broker.port), state)
+    async with running(delayed, prompt):
+        await eventually(lambda: state.checks["broker"].results["ok"] >= 3)
+    assert state.checks["tcp"].last is None and node.tcp.accepted == 0
+
+
+async def test_one_rest_connection_at_most_with_a_hook_hammering_the_node(node: FakeNode) -> None:
+    """The rest check and other REST users (hooks) share one lock: the node never sees two connections."""
+    state = State()
+    runner = CheckRunner(spec("rest", node.rest.port, interval=0.001), state)
+
+    async def hook() -> None:
+        for _ in range(30):
+            await noderest.command("127.0.0.1", node.rest.port, "get version", timeout=2)
+
+    async with running(runner):
+        await asyncio.gather(hook(), hook(), hook())
+    assert node.rest.commands["get version"] == 90 and node.rest.commands["get status"] > 0
+    assert node.rest.max_open == 1
+
+
+async def test_hanging_node_is_released_after_each_timeout(node: FakeNode) -> None:
+    """Against a node with no timeouts, every timed-out probe hangs up: workers are never all pinned."""
+    state = State()
+    node.rest.mode = "hang"
+    runner = CheckRunner(spec("rest", node.rest.port, interval=0.01, timeout=0.05), state)
+    async with running(runner):
+        # more probes than the node has workers
+        await eventually(lambda: state.checks["rest"].results["timeout"] >= 8)
+    assert node.rest.max_open == 1
+    node.rest.mode = "ok"
+    assert (await runner.once()).ok

@@ -104,8 +104,8 @@ async def check_tree_symlinks(git: Git, repo: Path, rev: str) -> None:
     links: list[tuple[str, str]] = []
     for entry in listing.stdout.split(b"\0"):
         if entry.startswith(b"120000 "):
-            meta, _, path = entry.partition(b"\t")
-            links.append((meta.split()[2].decode(), path.decode(errors="surrogateescape")))
+            meta, _, raw_path = entry.partition(b"\t")
+            links.append((meta.split()[2].decode(), raw_path.decode(errors="surrogateescape")))
     if not links:
         return
     batch = await git.run(["cat-file", "--batch"], git_dir=repo,

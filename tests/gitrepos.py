@@ -93,7 +93,7 @@ def many_files(n: int) -> dict[str, str]:
     """``n`` files spread over folders, for size and speed tests."""
     files = default_files(0)
     for i in range(n - len(files)):
-        files[f"dir{i % 17}/sub{i % 5}/script_{i}.al"] = f"# script {i}\n" + ("set x = %d\n" % i) * 20
+        files[f"dir{i % 17}/sub{i % 5}/script_{i}.al"] = f"# script {i}\n" + f"set x = {i}\n" * 20
     return files
 
 

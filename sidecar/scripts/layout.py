@@ -118,11 +118,19 @@ class Layout:
         """Every revision folder, complete or not."""
         return [Revision(p) for p in self.revs.iterdir() if p.is_dir()]
 
-    def mark_complete(self, rev: Revision) -> None:
-        """Record that ``rev`` is whole (written before the link may point at it)."""
+    def mark_complete(self, rev: Revision, commit: str) -> None:
+        """Record that ``rev`` is whole (before the link may point at it), with its full commit id."""
         marker = self.revs / f"{rev.name}.ok"
-        marker.write_bytes(b"")
+        marker.write_text(commit + "\n")
         _fsync_dir(self.revs)
+
+    def recorded_commit(self, rev: Revision) -> str | None:
+        """The commit id written in the revision's marker (survives a lost repository)."""
+        try:
+            text = (self.revs / f"{rev.name}.ok").read_text().strip()
+        except OSError:
+            return None
+        return text if len(text) == 40 else None
 
     def swap_link(self, rev: Revision) -> None:
         """Point the link at ``rev`` atomically: a temp link, then rename() over the old one."""

@@ -92,7 +92,7 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outc
                 return Outcome("conflict", conflicts=late.conflicts)
             await trees.apply_tree(ws.git, rev.path, files, late.tree, ws.scratch("index"))
             files, ours = late.tree, again
-        await asyncio.to_thread(ws.layout.mark_complete, rev)
+        await asyncio.to_thread(ws.layout.mark_complete, rev, commit)
     except BaseException:
         await asyncio.shield(discard_revision(ws, rev))
         raise

@@ -11,7 +11,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from sidecar.scripts import trees
+from sidecar.scripts import remote, trees
 from sidecar.scripts.edits import edited_paths
 from sidecar.scripts.git import GitError
 from sidecar.scripts.layout import Revision
@@ -65,14 +65,28 @@ async def _clone_head(ws: Workspace, folder: Path) -> str | None:
         return None
 
 
-async def adopt(ws: Workspace, folder: Path, *, move_aside: bool) -> Revision:
+async def _refetch(ws: Workspace, commit: str | None) -> str | None:
+    """Fetch a known upstream commit again (after the repository was lost); None when impossible."""
+    if commit is None or ws.settings.repo is None:
+        return None
+    try:
+        return await remote.fetch(ws.git, ws.repo, ws.settings.repo, commit, commit, ws.settings.depth)
+    except GitError as exc:
+        log.warning("refetch_failed", commit=commit, error=str(exc))
+        return None
+
+
+async def adopt(ws: Workspace, folder: Path, *, move_aside: bool, known_base: str | None = None) -> Revision:
     """Publish the files of ``folder`` as a revision whose base lets edits be recognised later.
 
-    Base: the folder's own clone HEAD when it has a usable ``.git`` (its edits are exact), else
-    the fallback folder's tree (the node image's copy of the same scripts), else the empty tree
-    (every file then counts as an edit, so an update conflicts instead of overwriting anything).
+    Base: ``known_base`` (the commit a broken revision was built from, fetched again), else the
+    folder's own clone HEAD when it has a usable ``.git`` (its edits are exact), else the fallback
+    folder's tree (the node image's copy of the same scripts), else the empty tree (every file then
+    counts as an edit, so an update conflicts instead of overwriting anything).
     """
-    base = await _clone_head(ws, folder)
+    base = await _refetch(ws, known_base)
+    if base is None:
+        base = await _clone_head(ws, folder)
     if base is None:
         base = await fallback_commit(ws)
     if base is None:
@@ -83,7 +97,7 @@ async def adopt(ws: Workspace, folder: Path, *, move_aside: bool) -> Revision:
     try:
         await trees.apply_tree(ws.git, rev.path, await trees.tree_of(ws.git, ws.repo, base), files,
                                ws.scratch("index"))
-        await asyncio.to_thread(ws.layout.mark_complete, rev)
+        await asyncio.to_thread(ws.layout.mark_complete, rev, base)
     except BaseException:
         await asyncio.shield(discard_revision(ws, rev))
         raise
@@ -142,6 +156,7 @@ async def _recover(ws: Workspace) -> Revision | None:
             await asyncio.to_thread(ws.repo.rename, aside)
             await ws.git.run(["init", "--bare", "--quiet", str(ws.repo)])
             log.warning("repository_broken_set_aside", moved_to=str(aside))
-        current = await adopt(ws, current.path, move_aside=False)
+        known = await asyncio.to_thread(layout.recorded_commit, current)
+        current = await adopt(ws, current.path, move_aside=False, known_base=known)
     await cleanup(ws)
     return current

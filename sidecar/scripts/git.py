@@ -168,8 +168,11 @@ class Git:
 
 
 def _last_lines(text: str, n: int = 3) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return " | ".join(lines[-n:]) if lines else "no message"
+    """The lines that say what went wrong: git's fatal/error lines, else the last few."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    key = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    chosen = key[:n] if key else lines[-n:]
+    return " | ".join(chosen) if chosen else "no message"
 
 
 def classify(stderr: str) -> str:

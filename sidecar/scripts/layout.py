@@ -1,0 +1,181 @@
+"""The on-volume layout and its atomic operations. Blocking: callers run these in a thread.
+
+    <root>/repo.git/            bare repository: every revision's objects
+    <root>/revs/<name>/         one git worktree per revision, <name> = <source>-<sha12>-<ns>
+    <root>/revs/<name>.ok       marker: the revision was complete when it was published
+    <root>/home/                HOME for git and ssh (scratch)
+    <root>/tmp/                 scratch, emptied at start
+    <root>/adopted-<ns>/        a tree found where the link should be, kept after adoption
+    <link> -> relative path to revs/<name>   (swapped with a temp link and rename())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCES = ("git", "fallback", "adopted")
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A revision folder and what its name says about it."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        """Folder name."""
+        return self.path.name
+
+    @property
+    def source(self) -> str:
+        """git, fallback or adopted."""
+        return self.name.split("-", 1)[0]
+
+    @property
+    def stamp(self) -> int:
+        """Creation time in ns (orders revisions)."""
+        try:
+            return int(self.name.rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            return 0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under the root and the link, and the few operations that must be atomic."""
+
+    root: Path
+    link: Path
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo.git"
+
+    @property
+    def revs(self) -> Path:
+        return self.root / "revs"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    def prepare(self) -> None:
+        """Create the folders; empty the scratch folder; drop temp links a crash left."""
+        for path in (self.root, self.revs, self.home, self.tmp, self.link.parent):
+            path.mkdir(parents=True, exist_ok=True)
+        for entry in self.tmp.iterdir():
+            remove_tree(entry)
+        for entry in self.link.parent.glob(f".{self.link.name}.tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+    def new_revision(self, source: str, sha: str) -> Revision:
+        """A fresh, unused revision path."""
+        assert source in SOURCES
+        return Revision(self.revs / f"{source}-{sha[:12]}-{time.time_ns()}")
+
+    def link_kind(self) -> str:
+        """``symlink``, ``dir`` (a plain folder where the link should be), ``missing`` or ``other``."""
+        if self.link.is_symlink():
+            return "symlink"
+        if not self.link.exists():
+            return "missing"
+        return "dir" if self.link.is_dir() else "other"
+
+    def current(self) -> Revision | None:
+        """The revision the link points to, when it is one of ours and exists."""
+        if not self.link.is_symlink():
+            return None
+        target = (self.link.parent / os.readlink(self.link)).resolve()
+        if target.parent != self.revs.resolve() or not target.is_dir():
+            return None
+        return Revision(self.revs / target.name)
+
+    def published(self) -> list[Revision]:
+        """Revisions that were complete when published, newest first."""
+        revs = [Revision(p) for p in self.revs.iterdir() if p.is_dir() and (self.revs / f"{p.name}.ok").exists()]
+        return sorted(revs, key=lambda r: r.stamp, reverse=True)
+
+    def all_revisions(self) -> list[Revision]:
+        """Every revision folder, complete or not."""
+        return [Revision(p) for p in self.revs.iterdir() if p.is_dir()]
+
+    def mark_complete(self, rev: Revision, commit: str) -> None:
+        """Record that ``rev`` is whole (before the link may point at it), with its full commit id."""
+        marker = self.revs / f"{rev.name}.ok"
+        marker.write_text(commit + "\n")
+        _fsync_dir(self.revs)
+
+    def recorded_commit(self, rev: Revision) -> str | None:
+        """The commit id written in the revision's marker (survives a lost repository)."""
+        try:
+            text = (self.revs / f"{rev.name}.ok").read_text().strip()
+        except OSError:
+            return None
+        return text if len(text) == 40 else None
+
+    def swap_link(self, rev: Revision) -> None:
+        """Point the link at ``rev`` atomically: a temp link, then rename() over the old one."""
+        target = os.path.relpath(rev.path, self.link.parent)
+        tmp = self.link.parent / f".{self.link.name}.tmp-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.rename(tmp, self.link)
+        _fsync_dir(self.link.parent)
+
+    def move_aside(self) -> Path:
+        """Move a plain folder found at the link's path into the root (after adopting it)."""
+        dest = self.root / f"adopted-{time.time_ns()}"
+        os.rename(self.link, dest)
+        return dest
+
+    def forget(self, rev: Revision) -> None:
+        """Delete a revision folder and its marker (marker first: a half-deleted folder is not 'complete')."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.revs / f"{rev.name}.ok").unlink()
+        remove_tree(rev.path)
+
+    def stray_markers(self) -> list[Path]:
+        """Markers whose revision folder is gone."""
+        return [m for m in self.revs.glob("*.ok") if not (self.revs / m.name[:-3]).is_dir()]
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file, link or folder, making read-only folders writable first."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+        return
+    if not path.exists():
+        return
+
+    def onerror(func: object, failed: str, exc: object) -> None:
+        parent = os.path.dirname(failed)
+        with contextlib.suppress(OSError):
+            os.chmod(parent, 0o700)
+            os.chmod(failed, 0o700)
+        with contextlib.suppress(OSError):
+            if os.path.isdir(failed) and not os.path.islink(failed):
+                shutil.rmtree(failed, ignore_errors=True)
+            else:
+                os.unlink(failed)
+
+    shutil.rmtree(path, onerror=onerror)

@@ -1,0 +1,144 @@
+"""Build a revision folder, carry local edits onto it, and publish it atomically.
+
+A revision is checked out into a new worktree, local edits are merged into its files (3-way,
+base = the current revision's commit), the folder is marked complete, then the link is swapped
+with rename(). Readers see the old tree or the new one, never a mix. Edits made while this runs
+are caught by re-snapshotting before and after the swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from sidecar.scripts import trees
+from sidecar.scripts.edits import edited_paths, snapshot
+from sidecar.scripts.git import GitError
+from sidecar.scripts.layout import Revision
+from sidecar.scripts.workspace import Workspace, log
+
+MAX_CATCH_UP = 3  # re-merges when edits keep arriving during one publication
+
+
+@dataclass
+class Outcome:
+    """What a publication did: ``published``, ``held`` (policy hold) or ``conflict``."""
+
+    result: str
+    revision: Revision | None = None
+    conflicts: list[str] = field(default_factory=list)
+    edits: list[str] = field(default_factory=list)
+
+
+async def head(ws: Workspace, rev: Revision) -> str:
+    """The commit a revision was built from."""
+    return await ws.git.out(["rev-parse", "HEAD"], cwd=rev.path)
+
+
+async def worktree_add(ws: Workspace, rev: Revision, commit: str) -> None:
+    """Check out ``commit`` into a new worktree; on failure leave nothing behind."""
+    try:
+        await ws.git.run(["worktree", "add", "--detach", "--force", str(rev.path), commit], git_dir=ws.repo)
+        if ws.settings.submodules:
+            await ws.git.run(["submodule", "update", "--init", "--recursive", "--depth=1"], cwd=rev.path,
+                             remote=True)
+    except BaseException:
+        await asyncio.shield(discard_revision(ws, rev))
+        raise
+
+
+async def discard_revision(ws: Workspace, rev: Revision) -> None:
+    """Remove a revision folder and its worktree bookkeeping."""
+    await asyncio.to_thread(ws.layout.forget, rev)
+    await ws.git.run(["worktree", "prune"], git_dir=ws.repo, check=False)
+
+
+async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True) -> Outcome:
+    """Publish ``commit`` as the new revision, carrying local edits per the policy."""
+    async with ws.lock:
+        return await _publish(ws, commit, source, carry)
+
+
+async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outcome:
+    policy = ws.settings.local_edits if carry else "discard"
+    current = await asyncio.to_thread(ws.layout.current)
+    theirs = await trees.tree_of(ws.git, ws.repo, commit)
+    base = ours = theirs
+    if current is not None and policy != "discard":
+        base = await trees.tree_of(ws.git, ws.repo, await head(ws, current))
+        ours = await snapshot(ws.git, current.path, ws.scratch("index"))
+        if ours != base and policy == "hold":
+            return Outcome("held", edits=await edited_paths(ws.git, current.path))
+    merged = await trees.merge3(ws.git, ws.repo, base, ours, theirs)
+    if merged.tree is None:
+        return Outcome("conflict", conflicts=merged.conflicts)
+
+    rev = ws.layout.new_revision(source, commit)
+    await worktree_add(ws, rev, commit)
+    try:
+        files = theirs
+        await trees.apply_tree(ws.git, rev.path, files, merged.tree, ws.scratch("index"))
+        files = merged.tree
+        # Edits that arrived while we built: merge them in too, a few times at most.
+        for _ in range(MAX_CATCH_UP):
+            if current is None or policy == "discard":
+                break
+            again = await snapshot(ws.git, current.path, ws.scratch("index"))
+            if again == ours:
+                break
+            late = await trees.merge3(ws.git, ws.repo, ours, files, again)
+            if late.tree is None:
+                await discard_revision(ws, rev)
+                return Outcome("conflict", conflicts=late.conflicts)
+            await trees.apply_tree(ws.git, rev.path, files, late.tree, ws.scratch("index"))
+            files, ours = late.tree, again
+        await asyncio.to_thread(ws.layout.mark_complete, rev, commit)
+    except BaseException:
+        await asyncio.shield(discard_revision(ws, rev))
+        raise
+    await asyncio.to_thread(ws.layout.swap_link, rev)
+    log.info("revision_published", revision=commit, source=source, folder=rev.name)
+
+    if current is not None and policy != "discard":
+        await _carry_after_swap(ws, current, rev, ours, files)
+    await cleanup(ws)
+    return Outcome("published", rev, edits=await edited_paths(ws.git, rev.path))
+
+
+async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried: str, files: str) -> None:
+    """A writer that opened a file through the old link may still have written to the old tree."""
+    try:
+        now = await snapshot(ws.git, old.path, ws.scratch("index"))
+        if now == carried:
+            return
+        new_now = await snapshot(ws.git, new.path, ws.scratch("index"))
+        late = await trees.merge3(ws.git, ws.repo, carried, new_now, now)
+        if late.tree is None:
+            # The old folder still holds those edits; it is kept as the previous revision.
+            log.warning("late_edits_conflict", folder=old.name, files=late.conflicts)
+            return
+        await trees.apply_tree(ws.git, new.path, new_now, late.tree, ws.scratch("index"))
+        log.info("late_edits_carried", folder=old.name)
+    except GitError as exc:
+        log.warning("late_edits_check_failed", error=str(exc))
+
+
+async def cleanup(ws: Workspace) -> None:
+    """Keep the current and the previous complete revision; remove every other folder."""
+    layout = ws.layout
+    current = await asyncio.to_thread(layout.current)
+    published = await asyncio.to_thread(layout.published)
+    keep = {r.name for r in published if current is None or r.name != current.name}
+    previous = sorted((r for r in published if r.name in keep), key=lambda r: r.stamp, reverse=True)[:1]
+    keep = {r.name for r in previous}
+    if current is not None:
+        keep.add(current.name)
+    removed = False
+    for rev in await asyncio.to_thread(layout.all_revisions):
+        if rev.name not in keep:
+            await asyncio.to_thread(layout.forget, rev)
+            removed = True
+    for marker in await asyncio.to_thread(layout.stray_markers):
+        await asyncio.to_thread(marker.unlink, True)
+    if removed:
+        await ws.git.run(["worktree", "prune"], git_dir=ws.repo, check=False)

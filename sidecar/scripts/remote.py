@@ -1,0 +1,88 @@
+"""The git remote: a cheap ``ls-remote`` check, then a shallow fetch of exactly one commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sidecar.config import is_sha
+from sidecar.scripts.git import Git, GitError
+
+UPSTREAM_REF = "refs/sidecar/upstream"
+
+
+def _parse_ls_remote(text: str) -> dict[str, str]:
+    refs: dict[str, str] = {}
+    for line in text.splitlines():
+        sha, _, name = line.partition("\t")
+        if sha.startswith("ref:"):
+            continue
+        if len(sha) >= 40 and name:
+            refs[name] = sha
+    return refs
+
+
+async def resolve(git: Git, repo_url: str, ref: str | None) -> str:
+    """The commit the remote's ``ref`` points at (branch, tag, full ref name, or the default branch).
+
+    A pinned commit SHA resolves to itself without asking the remote.
+    """
+    if ref is not None and is_sha(ref) and len(ref) == 40:
+        return ref
+    if ref is None:
+        patterns = ["HEAD"]
+    elif ref.startswith("refs/"):
+        patterns = [ref, f"{ref}^{{}}"]
+    else:
+        patterns = [f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"]
+    out = await git.out(["ls-remote", "--", repo_url, *patterns], remote=True)
+    refs = _parse_ls_remote(out)
+    if ref is None:
+        if "HEAD" in refs:
+            return refs["HEAD"]
+        raise GitError("the remote has no default branch (HEAD)", reason="ref-not-found")
+    for name in (f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"{ref}^{{}}", ref):
+        if name in refs:
+            return refs[name]
+    if is_sha(ref):  # an abbreviated SHA: fetch can't ask for it; only a full one works
+        raise GitError(f"ref {ref!r} looks like an abbreviated commit SHA: give all 40 hex digits",
+                       reason="ref-not-found")
+    raise GitError(f"ref {ref!r} not found on the remote", reason="ref-not-found")
+
+
+async def has_commit(git: Git, repo: Path, sha: str) -> bool:
+    """True when the commit is already in the local repository."""
+    result = await git.run(["cat-file", "-e", f"{sha}^{{commit}}"], git_dir=repo, check=False)
+    return result.returncode == 0
+
+
+async def fetch(git: Git, repo: Path, repo_url: str, ref: str | None, sha: str, depth: int) -> str:
+    """Fetch ``sha`` (or what ``ref`` points at now) into the bare repository; return the commit.
+
+    A branch is fetched by name (any server allows that) and may have moved since ``resolve``:
+    the newer commit wins. A pinned SHA is fetched by id.
+    """
+    if await has_commit(git, repo, sha):
+        return sha
+    depth_args = [f"--depth={depth}"] if depth > 0 else []
+    if ref is not None and is_sha(ref) and len(ref) == 40:
+        want = sha
+    elif ref is None:
+        want = "HEAD"
+    elif ref.startswith("refs/"):
+        want = ref
+    else:
+        want = sha  # protocol v2 servers serve any reachable commit; fall back to the name below
+    args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", *depth_args, "--",
+            repo_url, f"+{want}:{UPSTREAM_REF}"]
+    try:
+        await git.run(args, git_dir=repo, remote=True)
+    except GitError:
+        if want != sha or ref is None or is_sha(ref):
+            raise
+        name = f"refs/heads/{ref}"
+        probe = await git.out(["ls-remote", "--", repo_url, name], remote=True)
+        if not probe:
+            name = f"refs/tags/{ref}"
+        args[-1] = f"+{name}:{UPSTREAM_REF}"
+        await git.run(args, git_dir=repo, remote=True)
+    return await git.out(["rev-parse", f"{UPSTREAM_REF}^{{commit}}"], git_dir=repo)

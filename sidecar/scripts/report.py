@@ -1,0 +1,83 @@
+"""Writes the outcome of seed and sync into state and onto the bus (one place for both)."""
+
+from __future__ import annotations
+
+import time
+
+from sidecar.bus import Event
+from sidecar.scripts.layout import Revision
+from sidecar.scripts.workspace import Workspace, log
+
+
+def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, seeded: bool) -> None:
+    """A revision is live: record it and announce it (``scripts-seeded`` or ``scripts-updated``)."""
+    s = ws.state.scripts
+    first = not s.published
+    s.published = True
+    s.source = rev.source
+    s.ref = ws.settings.ref
+    s.revision = commit
+    s.revision_dir = str(rev.path)
+    s.published_time = time.time()
+    s.revisions_published += 1
+    set_edits(ws, edits)
+    s.conflict_files = []
+    kind = "scripts-seeded" if seeded or first else "scripts-updated"
+    verb = "seeded" if kind == "scripts-seeded" else "updated"
+    ws.state.bus.publish(Event(kind, f"scripts {verb} from {rev.source} at {commit[:12]}",
+                               data={"revision": commit, "source": rev.source, "path": str(rev.path)}))
+
+
+def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
+    """A revision was already published on the volume at start: record it without an announcement."""
+    s = ws.state.scripts
+    s.published = True
+    s.source = rev.source
+    s.ref = ws.settings.ref
+    s.revision = commit
+    s.revision_dir = str(rev.path)
+    set_edits(ws, edits)
+
+
+def set_edits(ws: Workspace, edits: list[str]) -> None:
+    """The current list of locally edited paths."""
+    ws.state.scripts.local_edits = len(edits)
+    ws.state.scripts.local_edit_files = edits
+
+
+def sync_done(ws: Workspace, result: str, started: float, error: str | None = None,
+              conflicts: list[str] | None = None) -> None:
+    """Record one sync attempt: ``ok``, ``noop``, ``held``, ``conflict`` or ``error``."""
+    s = ws.state.scripts
+    now = time.time()
+    s.last_sync_time = now
+    s.last_sync_result = result
+    s.syncs[result] += 1
+    s.sync_duration.observe(time.monotonic() - started)
+    bus = ws.state.bus
+    if result == "error":
+        s.consecutive_failures += 1
+        s.last_sync_error = error
+        if s.consecutive_failures == 1:
+            bus.publish(Event("sync-failed", f"scripts sync failing: {error}", warning=True,
+                              data={"error": error}))
+        log.warning("sync_failed", error=error, consecutive=s.consecutive_failures)
+        return
+    if s.consecutive_failures:
+        bus.publish(Event("sync-recovered", f"scripts sync recovered after {s.consecutive_failures} failures"))
+        log.info("sync_recovered", after_failures=s.consecutive_failures)
+    s.consecutive_failures = 0
+    s.last_sync_error = None
+    s.last_success_time = now
+    if result == "conflict":
+        s.conflict_files = conflicts or []
+        bus.publish(Event("edits-conflict", "local edits conflict with the upstream update; keeping the current "
+                          f"tree (files: {', '.join(s.conflict_files[:10])})", warning=True,
+                          data={"files": s.conflict_files}))
+        log.warning("sync_conflict", files=s.conflict_files)
+    elif result == "held":
+        bus.publish(Event("edits-held", f"local edits hold an upstream update ({s.local_edits} files edited)",
+                          warning=True, data={"files": s.local_edit_files[:50]}))
+        log.info("sync_held", edits=s.local_edits)
+    else:
+        s.conflict_files = []

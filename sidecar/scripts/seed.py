@@ -1,0 +1,108 @@
+"""First publication: what is on the volume, else git (retried for a bounded time), else the fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sidecar.config import Settings
+from sidecar.scripts import remote, report, trees
+from sidecar.scripts.edits import edited_paths
+from sidecar.scripts.git import GitError
+from sidecar.scripts.publish import head, publish
+from sidecar.scripts.recover import SeedError, fallback_commit, recover
+from sidecar.scripts.workspace import Workspace, log
+from sidecar.state import State
+
+
+async def publish_from_git(ws: Workspace) -> str:
+    """One git round: resolve the ref, fetch, check and publish; return the sync result."""
+    settings = ws.settings
+    assert settings.repo is not None
+    sha = await remote.resolve(ws.git, settings.repo, settings.ref)
+    current = await asyncio.to_thread(ws.layout.current)
+    if current is not None and current.source == "git" and await head(ws, current) == sha:
+        report.set_edits(ws, await edited_paths(ws.git, current.path))
+        return "noop"
+    commit = await remote.fetch(ws.git, ws.repo, settings.repo, settings.ref, sha, settings.depth)
+    await trees.check_tree_symlinks(ws.git, ws.repo, commit)
+    outcome = await publish(ws, commit, "git")
+    if outcome.result == "published" and outcome.revision is not None:
+        report.published(ws, outcome.revision, commit, outcome.edits, seeded=current is None)
+        return "ok"
+    if outcome.result == "held":
+        report.set_edits(ws, outcome.edits)
+    ws.state.scripts.conflict_files = outcome.conflicts
+    return outcome.result
+
+
+async def _publish_fallback(ws: Workspace) -> None:
+    commit = await fallback_commit(ws)
+    if commit is None:
+        raise SeedError(f"fallback folder {ws.settings.fallback_dir} does not exist")
+    outcome = await publish(ws, commit, "fallback")
+    assert outcome.revision is not None  # nothing was published, so nothing can hold or conflict
+    report.published(ws, outcome.revision, commit, outcome.edits, seeded=True)
+
+
+async def first_seed(ws: Workspace) -> None:
+    """Publish for the first time: git, retried until ``--first-seed-timeout``, then the fallback."""
+    settings = ws.settings
+    deadline = time.monotonic() + settings.first_seed_timeout
+    error: str | None = None
+    if settings.repo is not None:
+        delay = 0.5
+        while True:
+            started = time.monotonic()
+            try:
+                await publish_from_git(ws)
+                report.sync_done(ws, "ok", started)
+                return
+            except (GitError, trees.UnsafeTree) as exc:
+                error = str(exc)
+                report.sync_done(ws, "error", started, error)
+            if time.monotonic() + delay > deadline:
+                if settings.fallback_dir is None:
+                    raise SeedError(f"git unreachable and no fallback folder: {error}")
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    log.warning("seeding_from_fallback", folder=str(settings.fallback_dir), git_error=error)
+    await _publish_fallback(ws)
+
+
+async def ensure_published(ws: Workspace) -> None:
+    """Make sure a revision is published: repair or adopt what is there, else seed."""
+    current = await recover(ws)
+    if current is not None:
+        report.found(ws, current, await head(ws, current), await edited_paths(ws.git, current.path))
+        log.info("scripts_found", folder=current.name, source=current.source)
+        return
+    await first_seed(ws)
+
+
+async def seed_command(settings: Settings) -> int:
+    """``edgelake-sidecar seed``: publish once (or sync once when already published) and exit.
+
+    Exits 0 whenever a tree is published at the end, even if a sync of an existing tree failed,
+    so an init container never blocks a node that already has its scripts.
+    """
+    from sidecar.scripts.sync import sync_once
+
+    ws = Workspace.create(settings, State())
+    try:
+        current = await recover(ws)
+        if current is None:
+            await first_seed(ws)
+        else:
+            report.found(ws, current, await head(ws, current), await edited_paths(ws.git, current.path))
+            result = await sync_once(ws)
+            if result != "ok" and result != "noop":
+                log.warning("seed_sync_not_applied", result=result, error=ws.state.scripts.last_sync_error,
+                            conflicts=ws.state.scripts.conflict_files)
+    except (SeedError, GitError, trees.UnsafeTree, OSError) as exc:
+        log.error("seed_failed", error=str(exc))
+        return 1
+    s = ws.state.scripts
+    log.info("seed_done", source=s.source, revision=s.revision, link=str(settings.link), local_edits=s.local_edits)
+    return 0

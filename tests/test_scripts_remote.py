@@ -1,0 +1,189 @@
+"""Remotes that need credentials or misbehave: nothing hangs, nothing leaks, nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import cli, sidecar_env
+from tests.githttp import smart_http, tcp_server
+from tests.gitrepos import Upstream, git, read_tree
+
+PASSWORD = "pa55-w0rd-never-printed"
+MAIN = "node-deployment/main.al"
+
+
+def seed(link: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli(["seed", "--link", str(link), *args])
+
+
+def test_https_credentials_from_a_file_reread_at_every_sync(tmp_path: Path) -> None:
+    up = Upstream(tmp_path)
+    pw = tmp_path / "secrets" / "password"
+    pw.parent.mkdir()
+    pw.write_text(PASSWORD + "\n")
+    link = tmp_path / "vol" / "scripts"
+    with smart_http(tmp_path, tmp_path / "web", "edge", PASSWORD) as base:
+        url = f"{base}/upstream.git"
+        result = seed(link, "--repo", url, "--git-username", "edge", "--git-password-file", str(pw))
+        assert result.returncode == 0, result.stderr
+        assert git("rev-parse", "HEAD", cwd=link) == up.head()
+        assert PASSWORD not in result.stderr
+
+        # A wrong password: the sync fails clearly, the tree stays, nothing is printed.
+        pw.write_text("wrong-password-also-secret")
+        up.commit({MAIN: "v2\n"})
+        result = seed(link, "--repo", url, "--git-username", "edge", "--git-password-file", str(pw))
+        assert result.returncode == 0
+        assert "sync_failed" in result.stderr and "Authentication failed" in result.stderr
+        assert "wrong-password-also-secret" not in result.stderr
+        assert (link / MAIN).read_text() != "v2\n"
+
+        # The file is read again: the right password works without a restart of anything.
+        pw.write_text(PASSWORD)
+        result = seed(link, "--repo", url, "--git-username", "edge", "--git-password-file", str(pw))
+        assert result.returncode == 0
+        assert (link / MAIN).read_text() == "v2\n"
+
+        # Without credentials git must not prompt (it would hang): it fails at once.
+        started = time.monotonic()
+        result = seed(tmp_path / "vol2" / "scripts", "--repo", url, "--first-seed-timeout", "0")
+        assert result.returncode == 1
+        assert time.monotonic() - started < 30
+        assert "terminal prompts disabled" in result.stderr or "Authentication failed" in result.stderr
+
+
+def test_credentials_in_the_url_are_redacted(tmp_path: Path, sidecar_factory: Any) -> None:
+    Upstream(tmp_path)
+    link = tmp_path / "vol" / "scripts"
+    with smart_http(tmp_path, tmp_path / "web", "edge", PASSWORD) as base:
+        url = base.replace("http://", f"http://edge:{PASSWORD}@") + "/upstream.git"
+        sc = sidecar_factory(["--repo", url, "--link", str(link), "--period", "3600"])
+        sc.wait_for(lambda: sc.status()["scripts"]["published"], what="published")
+        status = sc.get("/status")[1]
+        assert PASSWORD not in status
+        assert "<redacted>@127.0.0.1" in status
+        sc.stop()
+        assert PASSWORD not in sc.output()
+
+
+def _process_texts() -> list[bytes]:
+    texts = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            for name in ("cmdline", "environ"):
+                try:
+                    texts.append(Path(f"/proc/{pid}/{name}").read_bytes())
+                except OSError:
+                    pass
+    return texts
+
+
+def test_hanging_remote_times_out_and_secrets_stay_out_of_argv_and_env(tmp_path: Path) -> None:
+    pw = tmp_path / "password"
+    pw.write_text(PASSWORD)
+    fallback = tmp_path / "fb"
+    fallback.mkdir()
+    (fallback / "main.al").write_text("fallback\n")
+    link = tmp_path / "vol" / "scripts"
+    with tcp_server("hang") as port:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "seed", "--link", str(link), "--repo", f"http://127.0.0.1:{port}/x.git",
+             "--git-username", "u", "--git-password-file", str(pw), "--git-timeout", "2",
+             "--first-seed-timeout", "3", "--fallback-dir", str(fallback)],
+            env=sidecar_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # git is now waiting on the silent server
+        leaked = [t for t in _process_texts() if PASSWORD.encode() in t]
+        _, err = proc.communicate(timeout=60)
+    assert not leaked, "the password must never sit in a process's argv or environment"
+    assert proc.returncode == 0, err
+    assert "timed out" in err
+    assert read_tree(link) == {"main.al": "fallback\n"}
+
+
+def test_garbage_answering_remote_is_a_clear_error(tmp_path: Path) -> None:
+    link = tmp_path / "vol" / "scripts"
+    with tcp_server("garbage") as port:
+        result = seed(link, "--repo", f"http://127.0.0.1:{port}/x.git", "--first-seed-timeout", "0",
+                      "--git-timeout", "5")
+    assert result.returncode == 1
+    assert "seed_failed" in result.stderr
+    assert not link.exists()
+
+
+def test_force_push_and_deleted_ref(tmp_path: Path) -> None:
+    up = Upstream(tmp_path)
+    link = tmp_path / "vol" / "scripts"
+    up.commit({MAIN: "v2\n"})
+    assert seed(link, "--repo", up.url).returncode == 0
+    (link / "mine.al").write_text("mine\n")
+    rewritten = up.rewrite({MAIN: "v2 rewritten\n"})
+    result = seed(link, "--repo", up.url)
+    assert result.returncode == 0, result.stderr
+    assert git("rev-parse", "HEAD", cwd=link) == rewritten
+    assert (link / MAIN).read_text() == "v2 rewritten\n"
+    assert (link / "mine.al").read_text() == "mine\n"
+
+    git("push", "-q", "origin", "HEAD:refs/heads/feature", cwd=up.work)
+    link2 = tmp_path / "vol2" / "scripts"
+    assert seed(link2, "--repo", up.url, "--ref", "feature").returncode == 0
+    git("push", "-q", "origin", ":refs/heads/feature", cwd=up.work)
+    result = seed(link2, "--repo", up.url, "--ref", "feature")
+    assert result.returncode == 0
+    assert "ref 'feature' not found on the remote" in result.stderr
+    assert (link2 / MAIN).exists()
+
+
+def test_corrupt_repository_on_the_volume_is_set_aside_and_edits_kept(tmp_path: Path) -> None:
+    up = Upstream(tmp_path)
+    link = tmp_path / "vol" / "scripts"
+    assert seed(link, "--repo", up.url).returncode == 0
+    (link / "mine.al").write_text("mine\n")
+    repo = link.parent / ".sidecar" / "repo.git"
+    for obj in (repo / "objects").rglob("*"):
+        if obj.is_file():
+            obj.write_bytes(b"corrupt")
+    up.commit({MAIN: "v2\n"})
+    result = seed(link, "--repo", up.url)
+    assert result.returncode == 0, result.stderr
+    assert (link / "mine.al").read_text() == "mine\n"
+    assert list((link.parent / ".sidecar").glob("repo.git.broken-*"))
+    assert (link / MAIN).read_text() == "v2\n"
+
+
+def test_read_only_volume_fails_clearly_and_touches_nothing(tmp_path: Path) -> None:
+    up = Upstream(tmp_path)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,ro", "tmpfs", str(vol)], check=True)
+    try:
+        result = seed(vol / "scripts", "--repo", up.url, "--first-seed-timeout", "0")
+        assert result.returncode == 1
+        assert "Read-only file system" in result.stderr
+    finally:
+        subprocess.run(["umount", str(vol)], check=True)
+
+
+def test_full_volume_keeps_the_current_tree(tmp_path: Path) -> None:
+    up = Upstream(tmp_path)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(vol)], check=True)
+    try:
+        link = vol / "scripts"
+        assert seed(link, "--repo", up.url).returncode == 0
+        (link / "mine.al").write_text("mine\n")
+        before = read_tree(link)
+        up.commit({f"big{i}.bin": os.urandom(200_000).hex() for i in range(3)})
+        result = seed(link, "--repo", up.url)
+        assert result.returncode == 0
+        assert "sync_failed" in result.stderr
+        assert read_tree(link) == before
+        assert not any(p.name.startswith("git-") and not (p.parent / f"{p.name}.ok").exists()
+                       for p in (vol / ".sidecar" / "revs").iterdir() if p.is_dir()), "no partial revision left"
+    finally:
+        subprocess.run(["umount", str(vol)], check=True)

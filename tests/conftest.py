@@ -167,3 +167,24 @@ def sidecar_factory(tmp_path: Path) -> Iterator[Any]:
     for sc in started:
         if sc.proc is not None and sc.proc.poll() is None:
             sc.kill()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[int]:
+    """A real mosquitto on a free loopback port; yields the port once it accepts connections."""
+    exe = require_tool("mosquitto")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.025)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from sidecar import noderest
 from sidecar.checks import broker, rest, tcp
-from tests.conftest import free_port, require_tool
 from tests.fakenode import FakeNode
 from tests.waiting import eventually
 
@@ -124,27 +120,6 @@ async def test_broker_bad(node: FakeNode, mode: str, exc: type[BaseException] | 
     else:
         outcome = await broker.probe("127.0.0.1", node.broker.port, 3)
         assert not outcome.ok and outcome.reason == reason
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[int]:
-    """A real mosquitto on a free loopback port; yields the port once it accepts connections."""
-    exe = require_tool("mosquitto")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.025)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def test_broker_against_mosquitto(mosquitto: int) -> None:

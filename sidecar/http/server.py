@@ -4,11 +4,18 @@ Why not aiohttp.web: it costs ~15 MB of RSS and ~0.2 s of start-up in every node
 no deadline for a slow request head. The endpoints need GET, a small POST, keep-alive and strict
 limits, which fit here:
 
-- the whole request head must arrive within ``header_timeout`` and fit in ``MAX_HEAD`` bytes;
+- every request head (the first on a connection and each one after it) must arrive within
+  ``header_timeout`` and fit in ``MAX_HEAD`` bytes; its body, with it;
 - bodies only with ``Content-Length`` up to ``MAX_BODY`` (no chunked uploads);
-- at most ``max_connections`` open connections: a new one evicts the longest-idle connection
-  that is not being answered, so a slow-loris or a flood cannot lock out the kubelet's probes;
-- idle keep-alive connections are closed after ``idle_timeout``.
+- at most ``max_connections`` open connections: a new one evicts an idle or slow one, taken
+  from the peer address that holds the most connections, so one flooding or slow-loris client
+  cannot lock out the kubelet's probes;
+- idle keep-alive connections are closed after ``idle_timeout``;
+- back-pressure: a client that does not read its answers stops being read, and pipelined
+  requests are answered ``PIPELINE_BATCH`` at a time, so one connection cannot hog the loop.
+
+Deadlines are checked by one sweep every ``SWEEP`` seconds rather than a timer per request:
+cheaper at thousands of requests per second, and a deadline only needs to be right to a second.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -23,6 +31,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 MAX_HEAD = 8192
 MAX_HEADERS = 64
 MAX_BODY = 64 * 1024
+MAX_BUFFER = MAX_HEAD + MAX_BODY  # unread bytes kept per connection before it stops being read
+PIPELINE_BATCH = 16  # pipelined requests answered in one go before yielding to other connections
+SWEEP = 0.5  # seconds between deadline sweeps
 
 REASONS = {
     200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
@@ -98,14 +109,17 @@ def _parse_head(head: bytes, peer: str) -> tuple[Request, int]:
     length = 0
     if "content-length" in headers:
         raw = headers["content-length"]
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):  # "²".isdigit() is True, and int() rejects it
             raise _HttpError(400, "bad Content-Length")
         length = int(raw)
         if length > MAX_BODY:
             raise _HttpError(413, "request body too large")
-    split = urlsplit(target)
-    request = Request(method, unquote(split.path), parse_qs(split.query, keep_blank_values=True), headers, b"",
-                      peer)
+    if "?" in target or "%" in target or "#" in target:
+        split = urlsplit(target)
+        path, query = unquote(split.path), parse_qs(split.query, keep_blank_values=True)
+    else:  # the probes' plain paths: skip the URL parser
+        path, query = target, {}
+    request = Request(method, path, query, headers, b"", peer)
     if version == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
         request.headers["connection"] = "close"
     return request, length
@@ -116,46 +130,57 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.busy = False  # a request is being answered
-        self.last_active = time.monotonic()
-        self.deadline: asyncio.TimerHandle | None = None
+        self.busy = False  # a request is being answered by an async handler
+        self.deadline = 0.0  # monotonic time by which the current wait must end
+        self.waiting_since = time.monotonic()  # start of the current idle period or request head
         self.peer = "?"
+        self.host = "?"
         self.closing = False
+        self.write_paused = False
+        self.read_paused = False
 
     # -- protocol callbacks -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        if isinstance(peer, tuple):
+            self.host = str(peer[0])
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.deadline = self.waiting_since + self.server.header_timeout
         self.server._opened(self)
-        self._arm(self.server.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self.deadline is not None:
-            self.deadline.cancel()
         self.server._closed(self)
 
     def data_received(self, data: bytes) -> None:
+        if not self.buffer and not self.busy:  # a new request starts: it has header_timeout to arrive
+            self.waiting_since = time.monotonic()
+            self.deadline = self.waiting_since + self.server.header_timeout
         self.buffer += data
-        self.last_active = time.monotonic()
+        if len(self.buffer) > MAX_BUFFER:
+            self._pause_reading()
         if not self.busy:
             self._process()
 
-    # -- internals ------------------------------------------------------------------------------------
-    def _arm(self, seconds: float) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-        self.deadline = asyncio.get_running_loop().call_later(seconds, self._expired)
+    def pause_writing(self) -> None:
+        self.write_paused = True  # the client does not read its answers: stop answering it
 
-    def _expired(self) -> None:
-        if self.busy:
-            return
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._process()
+
+    # -- internals ------------------------------------------------------------------------------------
+    def expired(self, now: float) -> bool:
+        """Close the connection if its deadline passed (called by the server's sweep)."""
+        if self.busy or self.closing or now < self.deadline:
+            return False
         if self.buffer:
             self._fail(408, "request head not received in time")
         else:
             self.close()
+        return True
 
     def close(self) -> None:
         """Close the connection now."""
@@ -163,16 +188,27 @@ class _Connection(asyncio.Protocol):
             self.closing = True
             self.transport.close()
 
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
     def _fail(self, status: int, message: str) -> None:
         self._write(Response(status, (message + "\n").encode()), keep_alive=False)
         self.close()
 
     def _process(self) -> None:
-        while not self.closing and not self.busy:
+        for _ in range(PIPELINE_BATCH):
+            if self.closing or self.busy or self.write_paused:
+                return
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self.buffer) > MAX_HEAD:
                     self._fail(431, "request head too large")
+                elif self.read_paused:
+                    self.read_paused = False
+                    assert self.transport is not None
+                    self.transport.resume_reading()
                 return
             if end > MAX_HEAD:
                 self._fail(431, "request head too large")
@@ -187,6 +223,8 @@ class _Connection(asyncio.Protocol):
             request.body = bytes(self.buffer[end + 4 : end + 4 + length])
             del self.buffer[: end + 4 + length]
             self._dispatch(request)
+        # More pipelined requests are waiting: let other connections have the loop first.
+        asyncio.get_running_loop().call_soon(self._process)
 
     def _dispatch(self, request: Request) -> None:
         keep_alive = request.headers.get("connection", "").lower() != "close"
@@ -216,15 +254,16 @@ class _Connection(asyncio.Protocol):
         else:
             response = task.result()
         self._finish(response, keep_alive, method)
-        if not self.closing:
-            self._process()
+        self._process()
 
     def _finish(self, response: Response, keep_alive: bool, method: str) -> None:
         self._write(response, keep_alive, head_only=method == "HEAD")
         if not keep_alive:
             self.close()
-        else:
-            self._arm(self.server.idle_timeout if not self.buffer else self.server.header_timeout)
+            return
+        self.waiting_since = time.monotonic()
+        timeout = self.server.header_timeout if self.buffer else self.server.idle_timeout
+        self.deadline = self.waiting_since + timeout
 
     def _write(self, response: Response, keep_alive: bool, head_only: bool = False) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -264,6 +303,7 @@ class HttpServer:
         self._conns: set[_Connection] = set()
         self._tasks: set[asyncio.Future[Response]] = set()
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self.evictions = 0
 
     @property
@@ -273,14 +313,28 @@ class HttpServer:
 
     def _opened(self, conn: _Connection) -> None:
         if len(self._conns) >= self.max_connections:
-            idle = [c for c in self._conns if not c.busy and not c.closing]
-            if idle:
-                min(idle, key=lambda c: c.last_active).close()
-                self.evictions += 1
-            else:
+            victim = self._victim()
+            if victim is None:  # every connection is being answered: the newcomer waits its turn elsewhere
                 conn.close()
                 return
+            victim.close()
+            self.evictions += 1
         self._conns.add(conn)
+
+    def _victim(self) -> _Connection | None:
+        """The connection to drop for a newcomer: idle or slow, from the peer holding the most."""
+        candidates = [c for c in self._conns if not c.busy and not c.closing]
+        if not candidates:
+            return None
+        per_host = Counter(c.host for c in candidates)
+        return min(candidates, key=lambda c: (-per_host[c.host], c.waiting_since))
+
+    def _sweep(self) -> None:
+        """Close every connection whose deadline passed; runs every SWEEP seconds while serving."""
+        now = time.monotonic()
+        for conn in list(self._conns):
+            conn.expired(now)
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP, self._sweep)
 
     def _closed(self, conn: _Connection) -> None:
         self._conns.discard(conn)
@@ -290,11 +344,14 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=256,
                                                 reuse_address=True)
+        self._sweeper = loop.call_later(SWEEP, self._sweep)
         sock = self._server.sockets[0]
         return int(sock.getsockname()[1])
 
     async def stop(self) -> None:
         """Stop listening and close every connection."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for conn in list(self._conns):

@@ -96,7 +96,8 @@ def _parse(raw: bytes, duration: float) -> NodeAnswer:
         raise NodeRestError("bad-response", "answer has no complete HTTP head")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    # isascii(): "²".isdigit() is True but int() rejects it; a garbage answer must be a bad-response.
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not (parts[1].isascii() and parts[1].isdigit()):
         raise NodeRestError("bad-response", f"not an HTTP status line: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -104,7 +105,7 @@ def _parse(raw: bytes, duration: float) -> NodeAnswer:
         headers[name.strip().lower()] = value.strip()
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body = _dechunk(body)
-    elif "content-length" in headers and headers["content-length"].isdigit():
+    elif headers.get("content-length", "").isascii() and headers.get("content-length", "").isdigit():
         body = body[: int(headers["content-length"])]
     return NodeAnswer(int(parts[1]), parts[2] if len(parts) > 2 else "", headers, body, duration)
 

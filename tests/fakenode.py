@@ -14,7 +14,7 @@ Blocking sockets and threads, like the node itself:
 
 Each server counts the connections open at once (from accept until either side closes), so tests
 can assert the sidecar never holds more than one REST connection. ``mode`` switches behaviour live:
-REST ``ok | hang | garbage | bad-status | not-running | reset``; broker ``ok | silent | garbage | refuse``.
+REST ``ok | hang | garbage | odd-digits | bad-status | not-running | reset``; broker ``ok | silent | garbage | refuse``.
 ``close()`` stops listening (connects are refused), ``open()`` listens again on the same port,
 ``stall()`` stops accepting (the backlog fills, then connects hang).
 
@@ -211,6 +211,9 @@ class RestServer(_Server):
             return
         if mode == "garbage":
             conn.sendall(b"\x00\xffthis is not HTTP\r\n\r\n")
+            return
+        if mode == "odd-digits":  # digits to str.isdigit(), not to int()
+            conn.sendall(b"HTTP/1.1 \xb2\xb2\xb2 OK\r\nContent-Length: \xb2\r\n\r\nrunning")
             return
         if mode == "reset":
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -59,7 +59,8 @@ async def test_rest_ok_keeps_node_name(node: FakeNode) -> None:
 
 
 @pytest.mark.parametrize(("mode", "reason"), [("bad-status", "bad-status"), ("not-running", "bad-body"),
-                                              ("garbage", "bad-response"), ("reset", "reset")])
+                                              ("garbage", "bad-response"), ("odd-digits", "bad-response"),
+                                              ("reset", "reset")])
 async def test_rest_bad_answers(node: FakeNode, mode: str, reason: str) -> None:
     node.rest.mode = mode
     try:

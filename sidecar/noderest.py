@@ -13,9 +13,10 @@ chunk framing, which HTTP client libraries raise on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
+
+from sidecar import netio
 
 USER_AGENT = "AnyLog/1.23"
 MAX_ANSWER = 1024 * 1024
@@ -127,10 +128,8 @@ async def command(
     request = _request(host, port, command, headers or {})
     async with _lock():
         start = time.monotonic()
-        writer: asyncio.StreamWriter | None = None
         try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port)
+            async with netio.connection(host, port, timeout) as (reader, writer):
                 writer.write(request)
                 await writer.drain()
                 raw = await reader.read(MAX_ANSWER)
@@ -140,17 +139,9 @@ async def command(
                     raw = await reader.read(MAX_ANSWER - size)
                     chunks.append(raw)
                     size += len(raw)
-        except TimeoutError:
-            raise NodeRestError("timeout", f"no complete answer within {timeout:g} s") from None
-        except ConnectionRefusedError:
-            raise NodeRestError("refused", "connection refused") from None
-        except (ConnectionResetError, BrokenPipeError):
-            raise NodeRestError("reset", "connection reset by the node") from None
-        except OSError as exc:
-            raise NodeRestError("unreachable", str(exc) or type(exc).__name__) from None
-        finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), 1)
+        except OSError as exc:  # TimeoutError is an OSError too
+            reason, message = netio.reason(exc) or ("unreachable", str(exc))
+            if reason == "timeout":
+                message = f"no complete answer within {timeout:g} s"
+            raise NodeRestError(reason, message) from None
         return _parse(b"".join(chunks), time.monotonic() - start)

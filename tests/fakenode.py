@@ -143,8 +143,10 @@ class _Server:
             with self.lock:
                 self.accepted += 1
                 self.open_now += 1
-                self.max_open = max(self.max_open, self.open_now)
                 self._conns.add(conn)
+                # Held by clients right now: a connection its client already closed (a worker pinned by
+                # a hanging mode notices a moment later) does not count against the client.
+                self.max_open = max(self.max_open, sum(1 for c in self._conns if not _peer_gone(c)))
             self._queue.put(conn)
 
     def _worker(self) -> None:
@@ -173,6 +175,16 @@ class _Server:
 
     def serve(self, conn: socket.socket) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+
+def _peer_gone(conn: socket.socket) -> bool:
+    """True when the client has closed its end (EOF waiting to be read)."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _read_head(conn: socket.socket) -> bytes | None:

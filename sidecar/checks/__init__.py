@@ -8,10 +8,10 @@ raised into a reason word. Probes never keep a node connection open after their 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from sidecar import netio
 
 
 @dataclass(frozen=True)
@@ -36,24 +36,10 @@ def failure(exc: BaseException) -> Outcome:
 
     if isinstance(exc, NodeRestError):
         return Outcome(False, exc.reason, str(exc))
-    if isinstance(exc, TimeoutError):
-        return Outcome(False, "timeout", "no answer in time")
-    if isinstance(exc, ConnectionRefusedError):
-        return Outcome(False, "refused", "connection refused")
-    if isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return Outcome(False, "reset", "connection reset by the node")
-    if isinstance(exc, asyncio.IncompleteReadError):
-        return Outcome(False, "closed", f"closed after {len(exc.partial)} of {exc.expected} bytes")
-    if isinstance(exc, OSError):
-        return Outcome(False, "unreachable", str(exc) or type(exc).__name__)
+    known = netio.reason(exc)
+    if known is not None:
+        return Outcome(False, *known)
     return Outcome(False, "error", f"{type(exc).__name__}: {exc}")
-
-
-async def close(writer: asyncio.StreamWriter) -> None:
-    """Close a node connection now; never wait long for the node to acknowledge."""
-    writer.close()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), 1)
 
 
 def probe_for(name: str) -> Probe:

@@ -7,9 +7,8 @@ waits for exactly four bytes, then sends DISCONNECT and closes.
 
 from __future__ import annotations
 
-import asyncio
-
-from sidecar.checks import OK, Outcome, close
+from sidecar import netio
+from sidecar.checks import OK, Outcome
 
 CLIENT_ID = b"edgelake-sidecar-check"
 
@@ -30,18 +29,12 @@ DISCONNECT = b"\xe0\x00"
 
 async def probe(host: str, port: int, timeout: float) -> Outcome:
     """CONNECT alone, read exactly the 4-byte CONNACK, DISCONNECT, close; all within ``timeout``."""
-    writer: asyncio.StreamWriter | None = None
-    try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(CONNECT)
-            await writer.drain()
-            answer = await reader.readexactly(4)
-            if answer != CONNACK_ACCEPTED:
-                return Outcome(False, "bad-answer", f"expected CONNACK 20 02 00 00, got {answer.hex(' ')}")
-            writer.write(DISCONNECT)
-            await writer.drain()
-    finally:
-        if writer is not None:
-            await close(writer)
+    async with netio.connection(host, port, timeout) as (reader, writer):
+        writer.write(CONNECT)
+        await writer.drain()
+        answer = await reader.readexactly(4)
+        if answer != CONNACK_ACCEPTED:
+            return Outcome(False, "bad-answer", f"expected CONNACK 20 02 00 00, got {answer.hex(' ')}")
+        writer.write(DISCONNECT)
+        await writer.drain()
     return OK

@@ -8,14 +8,12 @@ which is why the default interval is long (30 s). Sending anything would be wors
 
 from __future__ import annotations
 
-import asyncio
-
-from sidecar.checks import OK, Outcome, close
+from sidecar import netio
+from sidecar.checks import OK, Outcome
 
 
 async def probe(host: str, port: int, timeout: float) -> Outcome:
     """Connect within ``timeout`` seconds, then close."""
-    async with asyncio.timeout(timeout):
-        _, writer = await asyncio.open_connection(host, port)
-    await close(writer)
+    async with netio.connection(host, port, timeout):
+        pass
     return OK

@@ -37,10 +37,11 @@ def _counter(name: str, doc: str, labels: Iterable[str]) -> CounterMetricFamily:
     return CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
 
 
-def _histogram(name: str, doc: str, label: str, series: dict[str, Histogram]) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(PREFIX + name, doc, labels=[label])
+def _histogram(name: str, doc: str, label: str | None, series: dict[str, Histogram]) -> HistogramMetricFamily:
+    """One histogram per label value; with ``label`` None, ``series`` holds one unlabelled histogram."""
+    family = HistogramMetricFamily(PREFIX + name, doc, labels=[label] if label else [])
     for value, hist in series.items():
-        family.add_metric([value], [(le, float(n)) for le, n in hist.cumulative()], hist.total)
+        family.add_metric([value] if label else [], [(le, float(n)) for le, n in hist.cumulative()], hist.total)
     return family
 
 
@@ -85,8 +86,6 @@ class StateCollector:
         for probe, ok in verdicts.items():
             family.add_metric([probe], 1.0 if ok else 0.0)
         yield family
-        yield _gauge("ready", "1 when /readyz passes: scripts published and every gating check up.",
-                     1.0 if verdicts["readyz"] else 0.0)
 
     def _checks(self) -> Iterator[Metric]:
         checks = sorted(self.state.checks.items())
@@ -130,8 +129,7 @@ class StateCollector:
         for result, count in sorted(sc.syncs.items()):
             syncs.add_metric([result], count)
         yield syncs
-        yield _histogram("scripts_sync_duration_seconds", "Duration of one sync.", "kind",
-                         {"sync": sc.sync_duration})
+        yield _histogram("scripts_sync_duration_seconds", "Duration of one sync.", None, {"": sc.sync_duration})
         yield _gauge("scripts_sync_consecutive_failures", "Failed syncs since the last success.",
                      sc.consecutive_failures)
         yield _gauge("scripts_local_edits", "Files changed, added or deleted locally in the published tree.",

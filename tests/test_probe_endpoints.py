@@ -193,7 +193,8 @@ async def test_metrics_pass_promtool_and_say_what_state_says(node: FakeNode, tmp
     assert samples['edgelake_sidecar_check_results_total{check="rest",reason="ok"}'] == 1
     assert samples['edgelake_sidecar_check_duration_seconds_count{check="broker"}'] == 1
     assert samples[f'edgelake_sidecar_node_info{{node="el-probes@127.0.0.1:{node.tcp.port}"}}'] == 1
-    assert samples["edgelake_sidecar_ready"] == 0
+    assert samples['edgelake_sidecar_probe_passing{probe="readyz"}'] == 0
+    assert samples["edgelake_sidecar_scripts_sync_duration_seconds_count"] == 1
     assert samples['edgelake_sidecar_probe_passing{probe="startupz"}'] == 1
     assert samples['edgelake_sidecar_scripts_revision_info{ref="main",revision="abc123",source="git"}'] == 1
     assert samples['edgelake_sidecar_scripts_syncs_total{result="ok"}'] == 2

@@ -169,5 +169,5 @@ async def check_command(settings: Settings) -> int:
                      f"{duration * 1000:.1f} ms", detail))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        print(("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]).rstrip())
     return 1 if failed else 0

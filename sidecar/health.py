@@ -57,7 +57,7 @@ def readiness(settings: Settings, state: State) -> list[Part]:
     return parts
 
 
-def node_liveness(settings: Settings, state: State, now: float | None = None) -> Part:
+def node_liveness(settings: Settings, state: State) -> Part:
     """``/node/livez``: fails only once the rest check has failed for ``--node-livez-after`` seconds.
 
     Passes when no rest check is configured, before the first result and whenever the last result
@@ -66,7 +66,7 @@ def node_liveness(settings: Settings, state: State, now: float | None = None) ->
     check = state.checks.get("rest")
     if check is None or check.failing_since_monotonic is None:
         return Part("node-rest", True)
-    failing_for = (time.monotonic() if now is None else now) - check.failing_since_monotonic
+    failing_for = time.monotonic() - check.failing_since_monotonic
     if failing_for < settings.node_livez_after:
         return Part("node-rest", True)
     last = check.last.reason if check.last is not None else "failing"

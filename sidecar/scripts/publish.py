@@ -59,16 +59,29 @@ async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True
         return await _publish(ws, commit, source, carry)
 
 
+async def _state_of(ws: Workspace, rev: Revision, known: str, base: str) -> str:
+    """The tree of ``rev``'s files now; a cheap ``status`` first, a full snapshot only when edited.
+
+    ``known`` is the last tree seen; while it equals ``base`` (no edits), an empty status proves
+    nothing changed, and the common no-edit sync stays a few git calls long.
+    """
+    if known == base and not await edited_paths(ws.git, rev.path):
+        return base
+    return await snapshot(ws.git, rev.path, ws.scratch("index"))
+
+
 async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outcome:
     policy = ws.settings.local_edits if carry else "discard"
     current = await asyncio.to_thread(ws.layout.current)
-    theirs = await trees.tree_of(ws.git, ws.repo, commit)
-    base = ours = theirs
-    if current is not None and policy != "discard":
-        base = await trees.tree_of(ws.git, ws.repo, await head(ws, current))
-        ours = await snapshot(ws.git, current.path, ws.scratch("index"))
+    keep_edits = current is not None and policy != "discard"
+    if current is not None and keep_edits:
+        theirs, base = await trees.trees_of(ws.git, ws.repo, commit, await head(ws, current))
+        ours = await _state_of(ws, current, base, base)
         if ours != base and policy == "hold":
             return Outcome("held", edits=await edited_paths(ws.git, current.path))
+    else:
+        theirs = await trees.tree_of(ws.git, ws.repo, commit)
+        base = ours = theirs
     merged = await trees.merge3(ws.git, ws.repo, base, ours, theirs)
     if merged.tree is None:
         return Outcome("conflict", conflicts=merged.conflicts)
@@ -80,10 +93,9 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outc
         await trees.apply_tree(ws.git, rev.path, files, merged.tree, ws.scratch("index"))
         files = merged.tree
         # Edits that arrived while we built: merge them in too, a few times at most.
-        for _ in range(MAX_CATCH_UP):
-            if current is None or policy == "discard":
-                break
-            again = await snapshot(ws.git, current.path, ws.scratch("index"))
+        for _ in range(MAX_CATCH_UP if keep_edits else 0):
+            assert current is not None
+            again = await _state_of(ws, current, ours, base)
             if again == ours:
                 break
             late = await trees.merge3(ws.git, ws.repo, ours, files, again)
@@ -99,16 +111,16 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outc
     await asyncio.to_thread(ws.layout.swap_link, rev)
     log.info("revision_published", revision=commit, source=source, folder=rev.name)
 
-    if current is not None and policy != "discard":
-        await _carry_after_swap(ws, current, rev, ours, files)
+    if current is not None and keep_edits:
+        await _carry_after_swap(ws, current, rev, ours, base)
     await cleanup(ws)
     return Outcome("published", rev, edits=await edited_paths(ws.git, rev.path))
 
 
-async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried: str, files: str) -> None:
+async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried: str, base: str) -> None:
     """A writer that opened a file through the old link may still have written to the old tree."""
     try:
-        now = await snapshot(ws.git, old.path, ws.scratch("index"))
+        now = await _state_of(ws, old, carried, base)
         if now == carried:
             return
         new_now = await snapshot(ws.git, new.path, ws.scratch("index"))

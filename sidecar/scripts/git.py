@@ -167,11 +167,18 @@ class Git:
         return path
 
 
+_BOILERPLATE = ("hint:", "Please make sure you have the correct access rights", "and the repository exists.")
+
+
+_KEY_WORDS = ("fatal:", "error:", "failed", "denied", "refused", "not found", "timed out", "could not", "unable")
+
+
 def _last_lines(text: str, n: int = 3) -> str:
-    """The lines that say what went wrong: git's fatal/error lines, else the last few."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    key = [line for line in lines if line.startswith(("fatal:", "error:"))]
-    chosen = key[:n] if key else lines[-n:]
+    """The lines that say what went wrong: those with a key word first, without git's boilerplate."""
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith(_BOILERPLATE) and set(line.strip()) != {"@"}]
+    key = [line for line in lines if any(word in line.lower() for word in _KEY_WORDS)]
+    chosen = (key or lines)[:n]
     return " | ".join(chosen) if chosen else "no message"
 
 

@@ -721,3 +721,15 @@ def test_readme_lists_every_value() -> None:
     readme = (CHART / "README.md").read_text()
     missing = [path for path in leaf_paths(values) if f"`{path}`" not in readme]
     assert not missing, f"values not documented in charts/edgelake-node/README.md: {missing}"
+
+
+def test_notes_tell_how_to_reach_the_node(helm: str) -> None:
+    """NOTES.txt, rendered by a client-side dry-run install (no cluster needed)."""
+    result = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                      "--set", "node.type=query,sidecar.native=false,monitoring.prometheusRule.enabled=true")
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert f"Ports: TCP 32348, REST 32349 on Service {FULLNAME} (ClusterIP)." in notes
+    assert f"exec {FULLNAME}-0 -c sidecar -- edgelake-sidecar status" in notes
+    assert "sidecar.native=false: the scripts are seeded by an init container" in notes
+    assert "neither a ServiceMonitor nor a PodMonitor" in notes

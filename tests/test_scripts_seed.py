@@ -249,3 +249,12 @@ def test_submodules_are_off_unless_enabled(tmp_path: Path) -> None:
     result = seed(on, "--repo", up.url, "--submodules")
     assert result.returncode == 0, result.stderr
     assert (on / "vendor" / "lib" / "lib.al").read_text() == "library\n"
+
+
+def test_published_files_are_group_writable_for_the_node_container(tmp_path: Path) -> None:
+    up = Upstream(tmp_path)
+    link = tmp_path / "vol" / "scripts"
+    assert seed(link, "--repo", up.url).returncode == 0
+    target = link.resolve()
+    for path in (target, target / "node-deployment", target / "node-deployment" / "local_script.al"):
+        assert path.stat().st_mode & 0o020, f"{path} must be group-writable (umask 002)"

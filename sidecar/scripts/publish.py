@@ -114,7 +114,9 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outc
     if current is not None and keep_edits:
         await _carry_after_swap(ws, current, rev, ours, base)
     await cleanup(ws)
-    return Outcome("published", rev, edits=await edited_paths(ws.git, rev.path))
+    # A first publication carries nothing: its edits are none, no need to ask git.
+    edits = await edited_paths(ws.git, rev.path) if current is not None else []
+    return Outcome("published", rev, edits=edits)
 
 
 async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried: str, base: str) -> None:

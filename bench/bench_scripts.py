@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -27,10 +28,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import benchvenv  # noqa: E402
 from tests.conftest import Sidecar, sidecar_env  # noqa: E402
 from tests.gitrepos import Upstream, many_files  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The product as it ships: the console script of a wheel install, no source path.
+SHIPPED = {"PYTHONPATH": "", "SIDECAR_LOG_LEVEL": "warning"}
+
+
+@functools.cache
+def exe() -> str:
+    """The console script of the wheel-installed sidecar."""
+    return str(Path(benchvenv.python()).parent / "edgelake-sidecar")
 
 
 def median_ms(values: list[float]) -> str:
@@ -41,9 +51,9 @@ def median_ms(values: list[float]) -> str:
 
 
 def bench_seed(base: Path, up: Upstream, runs: int) -> dict[str, list[float]]:
-    sidecar_cmd = [sys.executable, "-m", "sidecar", "seed", "--repo", up.url]
+    sidecar_cmd = [exe(), "seed", "--repo", up.url]
     results: dict[str, list[float]] = {"sidecar seed": [], "git clone --depth 1 + mv": []}
-    env = sidecar_env({"SIDECAR_LOG_LEVEL": "warning"})
+    env = sidecar_env(SHIPPED)
     for i in range(runs):
         vol = base / f"seed-{i}"
         started = time.monotonic()
@@ -73,7 +83,7 @@ def bench_push_to_visible(base: Path, up: Upstream, runs: int, mode: str) -> lis
     token.write_text("bench-token")
     period = "1" if mode == "poll" else "3600"
     sc = Sidecar(["--repo", up.url, "--link", str(link), "--period", period, "--jitter", "0",
-                  "--sync-token-file", str(token)], {"SIDECAR_LOG_LEVEL": "warning"})
+                  "--sync-token-file", str(token)], SHIPPED, command=[exe()])
     sc.start()
     sc.wait_for(lambda: link.is_symlink(), 30, "published")
     latencies = []
@@ -81,7 +91,7 @@ def bench_push_to_visible(base: Path, up: Upstream, runs: int, mode: str) -> lis
         for i in range(runs):
             marker = f"{mode} {i} {time.time_ns()}\n"
             if mode == "poll":
-                time.sleep(0.37 * (i % 3))  # land pushes at different phases of the period
+                time.sleep((i * 0.618034) % 1.0)  # pushes spread evenly over the phase of the 1 s period
             up.commit({"node-deployment/main.al": marker})
             started = time.monotonic()
             if mode == "post":
@@ -132,7 +142,7 @@ def _proc_cpu_rss(pid: int) -> tuple[float, float]:
 
 def bench_idle(base: Path, up: Upstream, seconds: float) -> dict[str, float]:
     link = base / "idle" / "scripts"
-    sc = Sidecar(["--repo", up.url, "--link", str(link), "--period", "10"], {"SIDECAR_LOG_LEVEL": "warning"})
+    sc = Sidecar(["--repo", up.url, "--link", str(link), "--period", "10"], SHIPPED, command=[exe()])
     sc.start()
     sc.wait_for(lambda: link.is_symlink(), 30, "published")
     assert sc.proc is not None

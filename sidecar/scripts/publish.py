@@ -53,10 +53,14 @@ async def discard_revision(ws: Workspace, rev: Revision) -> None:
     await ws.git.run(["worktree", "prune"], git_dir=ws.repo, check=False)
 
 
-async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True) -> Outcome:
-    """Publish ``commit`` as the new revision, carrying local edits per the policy."""
+async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True,
+                  known: tuple[Revision, str] | None = None) -> Outcome:
+    """Publish ``commit`` as the new revision, carrying local edits per the policy.
+
+    ``known`` (a revision and its commit) saves a git call when the caller just read them.
+    """
     async with ws.lock:
-        return await _publish(ws, commit, source, carry)
+        return await _publish(ws, commit, source, carry, known)
 
 
 async def _state_of(ws: Workspace, rev: Revision, known: str, base: str) -> str:
@@ -70,12 +74,14 @@ async def _state_of(ws: Workspace, rev: Revision, known: str, base: str) -> str:
     return await snapshot(ws.git, rev.path, ws.scratch("index"))
 
 
-async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outcome:
+async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
+                   known: tuple[Revision, str] | None) -> Outcome:
     policy = ws.settings.local_edits if carry else "discard"
     current = await asyncio.to_thread(ws.layout.current)
     keep_edits = current is not None and policy != "discard"
     if current is not None and keep_edits:
-        theirs, base = await trees.trees_of(ws.git, ws.repo, commit, await head(ws, current))
+        current_head = known[1] if known is not None and known[0] == current else await head(ws, current)
+        theirs, base = await trees.trees_of(ws.git, ws.repo, commit, current_head)
         ours = await _state_of(ws, current, base, base)
         if ours != base and policy == "hold":
             return Outcome("held", edits=await edited_paths(ws.git, current.path))

@@ -17,7 +17,7 @@ from sidecar.state import ComponentHealth, State
 
 log = logs.get("app")
 
-SHUTDOWN_GRACE = 4.0  # seconds; the whole stop must fit in the 5 s the chart allows
+SHUTDOWN_GRACE = 4.0  # seconds; the whole stop fits in 5 s, well inside any pod grace period
 
 
 @dataclass

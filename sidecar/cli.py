@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -46,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sidecar import logs
 
     logs.setup(settings.log_level, settings.log_format)
+    if settings.command in ("run", "seed"):
+        # Published files group-writable: the node container shares the pod's fsGroup, so a user
+        # editing scripts from there (kubectl exec -c node) can, without extra capabilities.
+        os.umask(0o002)
     if settings.command == "status":
         return _status(settings)
     if settings.command == "seed":

@@ -69,5 +69,9 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
 
 
 def get(name: str) -> Any:
-    """A logger bound to a component name."""
-    return structlog.get_logger().bind(component=name)
+    """A logger bound to a component name.
+
+    A lazy proxy: modules create their loggers at import time, before :func:`setup` has run,
+    and must still log with the configuration chosen later.
+    """
+    return structlog.get_logger(component=name)

@@ -73,7 +73,9 @@ def http_get(url: str, timeout: float = 5, **headers: str) -> tuple[int, str]:
 class Sidecar:
     """``python -m sidecar run`` as a real child process on a free port."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, log_path: Path | None = None):
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, log_path: Path | None = None,
+                 command: Sequence[str] = (sys.executable, "-m", "sidecar")):
+        self.command = list(command)
         self.port = free_port()
         self.args = ["run", "--http-host", "127.0.0.1", "--http-port", str(self.port), *args]
         self.env = sidecar_env(env)
@@ -90,7 +92,7 @@ class Sidecar:
         if self.log_path is not None:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             out = self._log_file
-        self.proc = subprocess.Popen([sys.executable, "-m", "sidecar", *self.args], env=self.env,
+        self.proc = subprocess.Popen([*self.command, *self.args], env=self.env,
                                      stdout=out, stderr=subprocess.STDOUT if out is not subprocess.PIPE
                                      else subprocess.PIPE, start_new_session=True)
         if wait_live:

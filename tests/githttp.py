@@ -123,3 +123,46 @@ def tcp_server(behaviour: str) -> Iterator[int]:
         thread.join(2)
         for conn in held:
             conn.close()
+
+
+@contextlib.contextmanager
+def ssh_server(work: Path, authorized_key: Path) -> Iterator[tuple[int, str]]:
+    """A real sshd on loopback accepting ``authorized_key`` for the current user.
+
+    Yields the port and the ``known_hosts`` line of its host key.
+    """
+    sshd = require_tool("sshd")
+    work.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    host_key = work / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True, timeout=30)
+    port = free_port()
+    (work / "sshd_config").write_text(f"""
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {host_key}
+AuthorizedKeysFile {authorized_key}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile {work}/sshd.pid
+""")
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(work / "sshd_config")],
+                            stdout=subprocess.DEVNULL, stderr=open(work / "sshd.log", "wb"))  # noqa: SIM115
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        pub = (work / "host_ed25519.pub").read_text().split()
+        yield port, f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

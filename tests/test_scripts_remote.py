@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import cli, sidecar_env
-from tests.githttp import smart_http, tcp_server
+from tests.githttp import smart_http, ssh_server, tcp_server
 from tests.gitrepos import Upstream, git, read_tree
 
 PASSWORD = "pa55-w0rd-never-printed"
@@ -187,3 +189,43 @@ def test_full_volume_keeps_the_current_tree(tmp_path: Path) -> None:
                        for p in (vol / ".sidecar" / "revs").iterdir() if p.is_dir()), "no partial revision left"
     finally:
         subprocess.run(["umount", str(vol)], check=True)
+
+
+def test_ssh_key_and_known_hosts(tmp_path: Path) -> None:
+    up = Upstream(tmp_path)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id")], check=True, timeout=30)
+    (keys / "id").chmod(0o644)  # as a mounted Secret often is: ssh itself would refuse it
+    with smart_ssh(tmp_path, keys) as (url, known_hosts):
+        link = tmp_path / "vol" / "scripts"
+        result = seed(link, "--repo", url, "--ssh-key-file", str(keys / "id"),
+                      "--ssh-known-hosts-file", str(known_hosts), "--first-seed-timeout", "0")
+        assert result.returncode == 0, result.stderr
+        assert git("rev-parse", "HEAD", cwd=link) == up.head()
+        assert not list((link.parent / ".sidecar" / "home").glob("ssh-key-*")), "the key copy is removed"
+
+        # A host key that does not match is refused.
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "other")], check=True,
+                       timeout=30)
+        other = (keys / "other.pub").read_text().split()
+        wrong = tmp_path / "wrong_known_hosts"
+        wrong.write_text(known_hosts.read_text().split()[0] + f" {other[0]} {other[1]}\n")
+        result = seed(tmp_path / "vol2" / "scripts", "--repo", url, "--ssh-key-file", str(keys / "id"),
+                      "--ssh-known-hosts-file", str(wrong), "--first-seed-timeout", "0")
+        assert result.returncode == 1
+        assert "Host key verification failed" in result.stderr
+
+        # No key: refused at once (BatchMode), never a prompt.
+        result = seed(tmp_path / "vol3" / "scripts", "--repo", url, "--ssh-known-hosts-file", str(known_hosts),
+                      "--first-seed-timeout", "0")
+        assert result.returncode == 1
+        assert "Permission denied" in result.stderr
+
+
+@contextlib.contextmanager
+def smart_ssh(tmp_path: Path, keys: Path) -> Iterator[tuple[str, Path]]:
+    with ssh_server(tmp_path / "sshd", keys / "id.pub") as (port, known):
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(known)
+        yield f"ssh://root@127.0.0.1:{port}{tmp_path}/upstream.git", known_hosts

@@ -235,3 +235,26 @@ def test_link_path_occupied_by_a_file_is_an_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "neither a folder nor a symlink" in result.stderr
     assert link.read_text() == "not a folder"
+
+
+def test_submodules_are_off_unless_enabled(tmp_path: Path) -> None:
+    sub = Upstream(tmp_path / "sub", {"lib.al": "library\n"})
+    up = Upstream(tmp_path)
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", sub.url, "vendor/lib", cwd=up.work)
+    up.commit({}, "add submodule")
+    off = tmp_path / "off" / "scripts"
+    assert seed(off, "--repo", up.url).returncode == 0
+    assert not (off / "vendor" / "lib" / "lib.al").exists()
+    on = tmp_path / "on" / "scripts"
+    result = seed(on, "--repo", up.url, "--submodules")
+    assert result.returncode == 0, result.stderr
+    assert (on / "vendor" / "lib" / "lib.al").read_text() == "library\n"
+
+
+def test_published_files_are_group_writable_for_the_node_container(tmp_path: Path) -> None:
+    up = Upstream(tmp_path)
+    link = tmp_path / "vol" / "scripts"
+    assert seed(link, "--repo", up.url).returncode == 0
+    target = link.resolve()
+    for path in (target, target / "node-deployment", target / "node-deployment" / "local_script.al"):
+        assert path.stat().st_mode & 0o020, f"{path} must be group-writable (umask 002)"

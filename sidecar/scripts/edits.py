@@ -6,6 +6,8 @@ edits are exactly ``git status`` of that worktree, ignored files included (they 
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,14 +39,28 @@ async def edited_paths(git: Git, worktree: Path, paths: Sequence[str] | None = N
     return parse_status(result.stdout)
 
 
+def _seed_index(worktree: Path, dest: Path) -> bool:
+    """Copy the worktree's own index to ``dest`` (its stat data lets ``git add`` skip clean files)."""
+    try:
+        pointer = (worktree / ".git").read_text().strip()
+        if not pointer.startswith("gitdir:"):
+            return False
+        shutil.copyfile(Path(pointer[7:].strip()) / "index", dest)
+    except OSError:
+        return False
+    return True
+
+
 async def snapshot(git: Git, worktree: Path, index_file: Path) -> str:
     """The tree id of the worktree as it is now (every file, ignored ones too), without touching it.
 
-    Uses a private index so the worktree's own index, which defines "unedited", stays as it is.
+    Uses a private copy of the index so the worktree's own index, which defines "unedited",
+    stays as it is.
     """
     env = {"GIT_INDEX_FILE": str(index_file)}
     try:
-        await git.run(["read-tree", "HEAD"], cwd=worktree, env=env)
+        if not await asyncio.to_thread(_seed_index, worktree, index_file):
+            await git.run(["read-tree", "HEAD"], cwd=worktree, env=env)
         await git.run(["add", "--all", "--force", "--", "."], cwd=worktree, env=env)
         return await git.out(["write-tree"], cwd=worktree, env=env)
     finally:

@@ -167,34 +167,39 @@ class Git:
         return path
 
 
+_BOILERPLATE = ("hint:", "Please make sure you have the correct access rights", "and the repository exists.")
+
+
+_KEY_WORDS = ("fatal:", "error:", "failed", "denied", "refused", "not found", "timed out", "could not", "unable")
+
+
 def _last_lines(text: str, n: int = 3) -> str:
-    """The lines that say what went wrong: git's fatal/error lines, else the last few."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    key = [line for line in lines if line.startswith(("fatal:", "error:"))]
-    chosen = key[:n] if key else lines[-n:]
+    """The lines that say what went wrong: those with a key word first, without git's boilerplate."""
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().startswith(_BOILERPLATE) and set(line.strip()) != {"@"}]
+    key = [line for line in lines if any(word in line.lower() for word in _KEY_WORDS)]
+    chosen = (key or lines)[:n]
     return " | ".join(chosen) if chosen else "no message"
 
 
 def classify(stderr: str) -> str:
     """A short reason for a git failure, for metrics and status."""
     low = stderr.lower()
-    if "authentication failed" in low or "permission denied" in low or "could not read username" in low \
-            or "401" in low or "403" in low:
-        return "auth"
-    if "not found" in low or "does not appear to be a git repository" in low or ("repository" in low and \
-            "not exist" in low):
-        return "not-found"
-    if "couldn't find remote ref" in low or "no such ref" in low or "not our ref" in low:
-        return "ref-not-found"
-    if "could not resolve" in low or "connection refused" in low or "timed out" in low \
-            or "unable to access" in low or "network is unreachable" in low:
-        return "unreachable"
-    if "no space left" in low:
-        return "disk-full"
-    if "read-only file system" in low or "permission denied" in low:
-        return "io"
-    if "corrupt" in low or "bad object" in low or "not a git repository" in low or "fatal: bad" in low:
-        return "corrupt"
-    if "protocol error" in low or "bad line length" in low or "expected" in low or "invalid" in low:
-        return "protocol"
+    checks = (
+        ("ref-not-found", ("couldn't find remote ref", "no such ref", "not our ref", "unknown revision")),
+        ("auth", ("authentication failed", "could not read username", "could not read password",
+                  "returned error: 401", "returned error: 403", "permission denied (publickey",
+                  "host key verification failed")),
+        ("not-found", ("does not appear to be a git repository", "repository not found", "returned error: 404",
+                       "does not exist")),
+        ("unreachable", ("could not resolve", "connection refused", "timed out", "unable to access",
+                         "network is unreachable", "connection reset", "early eof")),
+        ("disk-full", ("no space left",)),
+        ("io", ("read-only file system", "permission denied")),
+        ("corrupt", ("corrupt", "bad object", "not a git repository", "loose object", "missing blob")),
+        ("protocol", ("protocol error", "bad line length", "invalid packet", "unexpected")),
+    )
+    for reason, needles in checks:
+        if any(needle in low for needle in needles):
+            return reason
     return "git"

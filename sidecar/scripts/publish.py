@@ -53,22 +53,41 @@ async def discard_revision(ws: Workspace, rev: Revision) -> None:
     await ws.git.run(["worktree", "prune"], git_dir=ws.repo, check=False)
 
 
-async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True) -> Outcome:
-    """Publish ``commit`` as the new revision, carrying local edits per the policy."""
+async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True,
+                  known: tuple[Revision, str] | None = None) -> Outcome:
+    """Publish ``commit`` as the new revision, carrying local edits per the policy.
+
+    ``known`` (a revision and its commit) saves a git call when the caller just read them.
+    """
     async with ws.lock:
-        return await _publish(ws, commit, source, carry)
+        return await _publish(ws, commit, source, carry, known)
 
 
-async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outcome:
+async def _state_of(ws: Workspace, rev: Revision, known: str, base: str) -> str:
+    """The tree of ``rev``'s files now; a cheap ``status`` first, a full snapshot only when edited.
+
+    ``known`` is the last tree seen; while it equals ``base`` (no edits), an empty status proves
+    nothing changed, and the common no-edit sync stays a few git calls long.
+    """
+    if known == base and not await edited_paths(ws.git, rev.path):
+        return base
+    return await snapshot(ws.git, rev.path, ws.scratch("index"))
+
+
+async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
+                   known: tuple[Revision, str] | None) -> Outcome:
     policy = ws.settings.local_edits if carry else "discard"
     current = await asyncio.to_thread(ws.layout.current)
-    theirs = await trees.tree_of(ws.git, ws.repo, commit)
-    base = ours = theirs
-    if current is not None and policy != "discard":
-        base = await trees.tree_of(ws.git, ws.repo, await head(ws, current))
-        ours = await snapshot(ws.git, current.path, ws.scratch("index"))
+    keep_edits = current is not None and policy != "discard"
+    if current is not None and keep_edits:
+        current_head = known[1] if known is not None and known[0] == current else await head(ws, current)
+        theirs, base = await trees.trees_of(ws.git, ws.repo, commit, current_head)
+        ours = await _state_of(ws, current, base, base)
         if ours != base and policy == "hold":
             return Outcome("held", edits=await edited_paths(ws.git, current.path))
+    else:
+        theirs = await trees.tree_of(ws.git, ws.repo, commit)
+        base = ours = theirs
     merged = await trees.merge3(ws.git, ws.repo, base, ours, theirs)
     if merged.tree is None:
         return Outcome("conflict", conflicts=merged.conflicts)
@@ -80,10 +99,9 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outc
         await trees.apply_tree(ws.git, rev.path, files, merged.tree, ws.scratch("index"))
         files = merged.tree
         # Edits that arrived while we built: merge them in too, a few times at most.
-        for _ in range(MAX_CATCH_UP):
-            if current is None or policy == "discard":
-                break
-            again = await snapshot(ws.git, current.path, ws.scratch("index"))
+        for _ in range(MAX_CATCH_UP if keep_edits else 0):
+            assert current is not None
+            again = await _state_of(ws, current, ours, base)
             if again == ours:
                 break
             late = await trees.merge3(ws.git, ws.repo, ours, files, again)
@@ -99,16 +117,18 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool) -> Outc
     await asyncio.to_thread(ws.layout.swap_link, rev)
     log.info("revision_published", revision=commit, source=source, folder=rev.name)
 
-    if current is not None and policy != "discard":
-        await _carry_after_swap(ws, current, rev, ours, files)
+    if current is not None and keep_edits:
+        await _carry_after_swap(ws, current, rev, ours, base)
     await cleanup(ws)
-    return Outcome("published", rev, edits=await edited_paths(ws.git, rev.path))
+    # A first publication carries nothing: its edits are none, no need to ask git.
+    edits = await edited_paths(ws.git, rev.path) if current is not None else []
+    return Outcome("published", rev, edits=edits)
 
 
-async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried: str, files: str) -> None:
+async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried: str, base: str) -> None:
     """A writer that opened a file through the old link may still have written to the old tree."""
     try:
-        now = await snapshot(ws.git, old.path, ws.scratch("index"))
+        now = await _state_of(ws, old, carried, base)
         if now == carried:
             return
         new_now = await snapshot(ws.git, new.path, ws.scratch("index"))

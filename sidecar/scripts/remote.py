@@ -55,34 +55,31 @@ async def has_commit(git: Git, repo: Path, sha: str) -> bool:
     return result.returncode == 0
 
 
-async def fetch(git: Git, repo: Path, repo_url: str, ref: str | None, sha: str, depth: int) -> str:
-    """Fetch ``sha`` (or what ``ref`` points at now) into the bare repository; return the commit.
+async def fetch(git: Git, repo: Path, repo_url: str, ref: str | None, sha: str | None, depth: int) -> str:
+    """Fetch ``sha`` (or, when it is None or not served by id, what ``ref`` names now) into the
+    bare repository under UPSTREAM_REF; return the commit.
 
-    A branch is fetched by name (any server allows that) and may have moved since ``resolve``:
-    the newer commit wins. A pinned SHA is fetched by id.
+    ``sha=None`` skips the ``ls-remote`` round trip: the first seed fetches the ref by name.
+    A branch may have moved since ``resolve``: the newer commit wins.
     """
-    if await has_commit(git, repo, sha):
+    if sha is not None and await has_commit(git, repo, sha):
         return sha
     depth_args = [f"--depth={depth}"] if depth > 0 else []
     if ref is not None and is_sha(ref) and len(ref) == 40:
-        want = sha
-    elif ref is None:
-        want = "HEAD"
-    elif ref.startswith("refs/"):
         want = ref
+    elif sha is not None:
+        want = sha  # protocol v2 servers serve any reachable commit; by name below otherwise
     else:
-        want = sha  # protocol v2 servers serve any reachable commit; fall back to the name below
+        want = ref or "HEAD"
     args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", *depth_args, "--",
             repo_url, f"+{want}:{UPSTREAM_REF}"]
     try:
         await git.run(args, git_dir=repo, remote=True)
-    except GitError:
+    except GitError as exc:
+        if exc.reason == "ref-not-found" and want != sha:
+            raise GitError(f"ref {ref or 'HEAD'!r} not found on the remote", reason="ref-not-found") from None
         if want != sha or ref is None or is_sha(ref):
             raise
-        name = f"refs/heads/{ref}"
-        probe = await git.out(["ls-remote", "--", repo_url, name], remote=True)
-        if not probe:
-            name = f"refs/tags/{ref}"
-        args[-1] = f"+{name}:{UPSTREAM_REF}"
+        args[-1] = f"+{ref}:{UPSTREAM_REF}"  # a server that only serves advertised refs
         await git.run(args, git_dir=repo, remote=True)
     return await git.out(["rev-parse", f"{UPSTREAM_REF}^{{commit}}"], git_dir=repo)

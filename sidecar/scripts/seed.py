@@ -19,14 +19,19 @@ async def publish_from_git(ws: Workspace) -> str:
     """One git round: resolve the ref, fetch, check and publish; return the sync result."""
     settings = ws.settings
     assert settings.repo is not None
-    sha = await remote.resolve(ws.git, settings.repo, settings.ref)
     current = await asyncio.to_thread(ws.layout.current)
-    if current is not None and current.source == "git" and await head(ws, current) == sha:
-        report.set_edits(ws, await edited_paths(ws.git, current.path))
-        return "noop"
+    sha: str | None = None
+    current_head: str | None = None
+    if current is not None:  # the cheap check first; a first seed fetches by name straight away
+        sha = await remote.resolve(ws.git, settings.repo, settings.ref)
+        current_head = await head(ws, current)
+        if current.source == "git" and current_head == sha:
+            report.set_edits(ws, await edited_paths(ws.git, current.path))
+            return "noop"
     commit = await remote.fetch(ws.git, ws.repo, settings.repo, settings.ref, sha, settings.depth)
     await trees.check_tree_symlinks(ws.git, ws.repo, commit)
-    outcome = await publish(ws, commit, "git")
+    known = (current, current_head) if current is not None and current_head is not None else None
+    outcome = await publish(ws, commit, "git", known=known)
     if outcome.result == "published" and outcome.revision is not None:
         report.published(ws, outcome.revision, commit, outcome.edits, seeded=current is None)
         return "ok"

@@ -81,6 +81,7 @@ class SyncLoop:
     async def run(self) -> None:
         """Never returns; cancelled on shutdown (a publication in flight is atomic either way)."""
         await self._publish_first()
+        started = time.monotonic()
         while True:
             if pinned(self.settings) and self.state.scripts.source == "git" \
                     and self.state.scripts.revision == self.settings.ref:
@@ -88,5 +89,8 @@ class SyncLoop:
                 await self.state.sync_now.wait()  # pinned: only an explicit trigger re-checks
                 self.state.sync_now.clear()
             else:
-                await self._wait(self._delay(self.state.scripts.consecutive_failures))
+                # Start to start: a sync's own duration does not stretch the period.
+                delay = self._delay(self.state.scripts.consecutive_failures)
+                await self._wait(max(0.0, started + delay - time.monotonic()))
+            started = time.monotonic()
             await sync_once(self.ws)

@@ -38,7 +38,13 @@ async def commit(git: Git, repo: Path, tree: str, message: str, parents: tuple[s
 
 async def tree_of(git: Git, repo: Path, rev: str) -> str:
     """The tree id of a commit."""
-    return await git.out(["rev-parse", f"{rev}^{{tree}}"], git_dir=repo)
+    return (await trees_of(git, repo, rev))[0]
+
+
+async def trees_of(git: Git, repo: Path, *revs: str) -> list[str]:
+    """The tree ids of several commits, in one git call."""
+    out = await git.out(["rev-parse", *(f"{rev}^{{tree}}" for rev in revs)], git_dir=repo)
+    return out.split()
 
 
 async def import_dir(git: Git, repo: Path, folder: Path, index_file: Path) -> str:

@@ -1,0 +1,188 @@
+"""Scripts benchmarks (issue 2), side by side in one run, medians of several runs.
+
+    python bench/bench_scripts.py [--runs N] [--idle-seconds S]
+
+1. one-time seed of a 300-file repository: ``edgelake-sidecar seed`` (process start to published
+   tree) against the shell recipe (``git clone --depth 1`` into a temp folder, then ``mv``);
+2. push-to-visible latency through ``POST /sync`` and by polling at a 1 s period;
+3. a no-op sync (nothing new upstream), in process;
+4. idle footprint at a 10 s period: RSS and CPU (git children included) over a window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import benchvenv  # noqa: E402
+from tests.conftest import Sidecar, sidecar_env  # noqa: E402
+from tests.gitrepos import Upstream, many_files  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The product as it ships: the console script of a wheel install, no source path.
+SHIPPED = {"PYTHONPATH": "", "SIDECAR_LOG_LEVEL": "warning"}
+
+
+@functools.cache
+def exe() -> str:
+    """The console script of the wheel-installed sidecar."""
+    return str(Path(benchvenv.python()).parent / "edgelake-sidecar")
+
+
+def median_ms(values: list[float]) -> str:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+    med = statistics.median(values) * 1000
+    return f"median {med:.1f} ms (min {min(values) * 1000:.1f}, p90 {p90 * 1000:.1f}, n={len(values)})"
+
+
+def bench_seed(base: Path, up: Upstream, runs: int) -> dict[str, list[float]]:
+    sidecar_cmd = [exe(), "seed", "--repo", up.url]
+    results: dict[str, list[float]] = {"sidecar seed": [], "git clone --depth 1 + mv": []}
+    env = sidecar_env(SHIPPED)
+    for i in range(runs):
+        vol = base / f"seed-{i}"
+        started = time.monotonic()
+        subprocess.run([*sidecar_cmd, "--link", str(vol / "scripts")], env=env, check=True, timeout=60)
+        results["sidecar seed"].append(time.monotonic() - started)
+
+        dest = base / f"recipe-{i}" / "deployment-scripts"
+        dest.mkdir(parents=True)
+        started = time.monotonic()
+        tmp = base / f"recipe-{i}" / "tmp"
+        subprocess.run(["git", "clone", "-q", "--depth", "1", up.url, str(tmp)], check=True, timeout=60)
+        subprocess.run(f"mv {tmp}/* {dest}/", shell=True, check=True, timeout=60)
+        results["git clone --depth 1 + mv"].append(time.monotonic() - started)
+    return results
+
+
+def _visible(link: Path, marker: str) -> bool:
+    try:
+        return (link / "node-deployment" / "main.al").read_text() == marker
+    except OSError:
+        return False
+
+
+def bench_push_to_visible(base: Path, up: Upstream, runs: int, mode: str) -> list[float]:
+    link = base / f"visible-{mode}" / "scripts"
+    token = base / "token"
+    token.write_text("bench-token")
+    period = "1" if mode == "poll" else "3600"
+    sc = Sidecar(["--repo", up.url, "--link", str(link), "--period", period, "--jitter", "0",
+                  "--sync-token-file", str(token)], SHIPPED, command=[exe()])
+    sc.start()
+    sc.wait_for(lambda: link.is_symlink(), 30, "published")
+    latencies = []
+    try:
+        for i in range(runs):
+            marker = f"{mode} {i} {time.time_ns()}\n"
+            if mode == "poll":
+                time.sleep((i * 0.618034) % 1.0)  # pushes spread evenly over the phase of the 1 s period
+            up.commit({"node-deployment/main.al": marker})
+            started = time.monotonic()
+            if mode == "post":
+                req = urllib.request.Request(sc.url + "/sync", method="POST",
+                                             headers={"Authorization": "Bearer bench-token"})
+                urllib.request.urlopen(req, timeout=5).close()
+            while not _visible(link, marker):
+                time.sleep(0.002)
+                if time.monotonic() - started > 30:
+                    raise RuntimeError("push never became visible")
+            latencies.append(time.monotonic() - started)
+    finally:
+        sc.stop()
+    return latencies
+
+
+def bench_noop(base: Path, up: Upstream, runs: int) -> list[float]:
+    from sidecar.config import load
+    from sidecar.scripts.seed import ensure_published
+    from sidecar.scripts.sync import sync_once
+    from sidecar.scripts.workspace import Workspace
+    from sidecar.state import State
+
+    link = base / "noop" / "scripts"
+    settings = load(["run", "--link", str(link), "--repo", up.url], {})
+
+    async def main() -> list[float]:
+        ws = Workspace.create(settings, State())
+        await ensure_published(ws)
+        out = []
+        for _ in range(runs):
+            started = time.monotonic()
+            assert await sync_once(ws) == "noop"
+            out.append(time.monotonic() - started)
+        return out
+
+    return asyncio.run(main())
+
+
+def _proc_cpu_rss(pid: int) -> tuple[float, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: the sidecar and its reaped children (git).
+    ticks = sum(int(x) for x in fields[11:15])
+    rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if line.startswith("VmRSS:"))
+    return ticks / CLK_TCK, rss_kb / 1024
+
+
+def bench_idle(base: Path, up: Upstream, seconds: float) -> dict[str, float]:
+    link = base / "idle" / "scripts"
+    sc = Sidecar(["--repo", up.url, "--link", str(link), "--period", "10"], SHIPPED, command=[exe()])
+    sc.start()
+    sc.wait_for(lambda: link.is_symlink(), 30, "published")
+    assert sc.proc is not None
+    time.sleep(2)
+    cpu0, _ = _proc_cpu_rss(sc.proc.pid)
+    started = time.monotonic()
+    rss_samples = []
+    while time.monotonic() - started < seconds:
+        time.sleep(1)
+        rss_samples.append(_proc_cpu_rss(sc.proc.pid)[1])
+    cpu1, rss = _proc_cpu_rss(sc.proc.pid)
+    elapsed = time.monotonic() - started
+    syncs = json.loads(urllib.request.urlopen(sc.url + "/status", timeout=5).read())["scripts"]["syncs"]
+    sc.stop()
+    return {"rss_mb_end": rss, "rss_mb_max": max(rss_samples), "cpu_percent": 100 * (cpu1 - cpu0) / elapsed,
+            "seconds": elapsed, "syncs": sum(syncs.values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-scripts-"))
+    try:
+        up = Upstream(base, many_files(300))
+        print(f"repository: {len(many_files(300))} files; python {sys.version.split()[0]}; "
+              f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
+        for name, values in bench_seed(base, up, args.runs).items():
+            print(f"seed  {name:28s} {median_ms(values)}")
+        print(f"visible via POST /sync          {median_ms(bench_push_to_visible(base, up, args.runs, 'post'))}")
+        print(f"visible by polling (1 s period) {median_ms(bench_push_to_visible(base, up, args.runs, 'poll'))}")
+        print(f"no-op sync (in process)         {median_ms(bench_noop(base, up, args.runs * 2))}")
+        idle = bench_idle(base, up, args.idle_seconds)
+        print(f"idle at 10 s period over {idle['seconds']:.0f} s: RSS {idle['rss_mb_end']:.1f} MB "
+              f"(max {idle['rss_mb_max']:.1f}), CPU {idle['cpu_percent']:.3f} % of one core incl. git children, "
+              f"{idle['syncs']} syncs")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+{{/* Names, labels and the facts every template shares. */}}
+
+{{- define "edgelake-node.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "edgelake-node.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Suffixed names stay within the 63 characters of a Service name. */}}
+{{- define "edgelake-node.suffixed" -}}
+{{- $base := include "edgelake-node.fullname" .ctx | trunc (int (sub 62 (len .suffix))) | trimSuffix "-" }}
+{{- printf "%s-%s" $base .suffix }}
+{{- end }}
+
+{{- define "edgelake-node.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "edgelake-node.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+edgelake.io/node-type: {{ .Values.node.type }}
+{{- end }}
+
+{{- define "edgelake-node.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "edgelake-node.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "edgelake-node.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "edgelake-node.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Default node ports by type, as the node's own set_params.al sets them (shared/edgelake-facts.md);
+tests/test_chart.py checks TCP and REST against sidecar.config.NODE_DEFAULT_PORTS.
+*/}}
+{{- define "edgelake-node.defaultPorts" -}}
+master: {tcp: 32048, rest: 32049, broker: 0}
+operator: {tcp: 32148, rest: 32149, broker: 32150}
+publisher: {tcp: 32248, rest: 32249, broker: 32250}
+query: {tcp: 32348, rest: 32349, broker: 0}
+generic: {tcp: 32548, rest: 32549, broker: 32550}
+{{- end }}
+
+{{/* The node's ports after the values' overrides, as YAML {tcp, rest, broker}; broker 0 means none. */}}
+{{- define "edgelake-node.ports" -}}
+{{- $defaults := index (include "edgelake-node.defaultPorts" . | fromYaml) .Values.node.type }}
+{{- $p := .Values.node.ports }}
+tcp: {{ ternary $defaults.tcp $p.tcp (kindIs "invalid" $p.tcp) | int }}
+rest: {{ ternary $defaults.rest $p.rest (kindIs "invalid" $p.rest) | int }}
+broker: {{ ternary $defaults.broker $p.broker (kindIs "invalid" $p.broker) | int }}
+{{- end }}
+
+{{/* Paths inside the pod. The published link and the sidecar's root share the scripts volume. */}}
+{{- define "edgelake-node.scriptsLink" -}}
+{{- printf "%s/deployment-scripts" (.Values.persistence.scripts.mountPath | trimSuffix "/") }}
+{{- end }}
+{{- define "edgelake-node.sidecarRoot" -}}
+{{- printf "%s/.sidecar" (.Values.persistence.scripts.mountPath | trimSuffix "/") }}
+{{- end }}
+{{- define "edgelake-node.fallbackDir" -}}/var/lib/edgelake-sidecar/fallback{{- end }}
+{{- define "edgelake-node.networkDir" -}}/run/edgelake{{- end }}
+{{- define "edgelake-node.networkEnvFile" -}}/run/edgelake/network.env{{- end }}
+{{- define "edgelake-node.gitSecretDir" -}}/etc/edgelake-sidecar/git{{- end }}
+{{- define "edgelake-node.syncSecretDir" -}}/etc/edgelake-sidecar/sync{{- end }}
+
+{{/*
+The sidecar's metric names, in this one place: the PrometheusRule and the Grafana dashboard take
+them from here. tests/test_chart.py checks them against sidecar/metrics.py once it exists.
+*/}}
+{{- define "edgelake-node.metricNames" -}}
+checkUp: edgelake_sidecar_check_up
+syncLastSuccess: edgelake_sidecar_sync_last_success_timestamp_seconds
+conflicts: edgelake_sidecar_scripts_conflicts
+syncs: edgelake_sidecar_syncs_total
+{{- end }}
+
+{{- define "edgelake-node.sidecarImage" -}}
+{{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) }}
+{{- end }}
+
+{{/* Cross-value checks the schema cannot say clearly; each fails with one plain sentence. */}}
+{{- define "edgelake-node.validate" -}}
+{{- if and (not .Values.sidecar.git.repo) (not .Values.sidecar.fallback.enabled) }}
+{{- fail "sidecar.git.repo is empty and sidecar.fallback.enabled is false: the sidecar needs at least one scripts source" }}
+{{- end }}
+{{- if and .Values.monitoring.serviceMonitor.enabled .Values.monitoring.podMonitor.enabled }}
+{{- fail "monitoring.serviceMonitor.enabled and monitoring.podMonitor.enabled are both true: choose one, or Prometheus scrapes the sidecar twice" }}
+{{- end }}
+{{- if and .Values.monitoring.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
+{{- fail "monitoring.serviceMonitor.enabled needs metrics.service.enabled (the ServiceMonitor selects that Service); or use monitoring.podMonitor" }}
+{{- end }}
+{{- if and .Values.sidecar.kube.nodeExternalIP (not .Values.sidecar.kube.enabled) }}
+{{- fail "sidecar.kube.nodeExternalIP needs sidecar.kube.enabled" }}
+{{- end }}
+{{- if and .Values.sidecar.git.username (not .Values.sidecar.git.passwordSecret.name) }}
+{{- fail "sidecar.git.username needs sidecar.git.passwordSecret.name (the password or token is read from that Secret)" }}
+{{- end }}
+{{- if and .Values.sidecar.native (semverCompare "<1.29.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "sidecar.native needs Kubernetes >= 1.29 (native sidecar containers); this cluster is %s: set sidecar.native=false" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- $owned := dict "NODE_TYPE" "node.type" "NODE_NAME" "node.name" "EDGELAKE_PATH" "node.home" "ANYLOG_SERVER_PORT" "node.ports.tcp" "ANYLOG_REST_PORT" "node.ports.rest" "ANYLOG_BROKER_PORT" "node.ports.broker" "LOCAL_SCRIPTS" "persistence.scripts.mountPath" }}
+{{- range $key, $value := $owned }}
+{{- if hasKey $.Values.node.env $key }}
+{{- fail (printf "node.env.%s: the chart sets %s from %s; set that value instead" $key $key $value) }}
+{{- end }}
+{{- end }}
+{{- $ports := include "edgelake-node.ports" . | fromYaml }}
+{{- $used := list (int $ports.tcp) (int $ports.rest) }}
+{{- if gt (int $ports.broker) 0 }}{{ $used = append $used (int $ports.broker) }}{{ end }}
+{{- if has (int .Values.sidecar.httpPort) $used }}
+{{- fail (printf "sidecar.httpPort %d is also a node port: the two containers share the pod's network" (int .Values.sidecar.httpPort)) }}
+{{- end }}
+{{- if ne (len $used) (len (uniq $used)) }}
+{{- fail (printf "node.ports: the TCP, REST and broker ports must differ, got %v" $used) }}
+{{- end }}
+{{- end }}

@@ -84,9 +84,9 @@ them from here. tests/test_chart.py checks them against sidecar/metrics.py once 
 */}}
 {{- define "edgelake-node.metricNames" -}}
 checkUp: edgelake_sidecar_check_up
-syncLastSuccess: edgelake_sidecar_sync_last_success_timestamp_seconds
-conflicts: edgelake_sidecar_scripts_conflicts
-syncs: edgelake_sidecar_syncs_total
+syncLastSuccess: edgelake_sidecar_scripts_last_success_timestamp_seconds
+conflicts: edgelake_sidecar_scripts_conflict_files
+syncs: edgelake_sidecar_scripts_syncs_total
 {{- end }}
 
 {{- define "edgelake-node.sidecarImage" -}}

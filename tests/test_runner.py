@@ -115,6 +115,8 @@ async def test_history_is_a_bounded_ring(node: FakeNode) -> None:
 
 @contextlib.asynccontextmanager
 async def running(*runners: CheckRunner) -> AsyncIterator[None]:
+    for runner in runners:
+        runner.state.scripts.published = True  # checks start once the node can be running
     tasks = [asyncio.create_task(r.run()) for r in runners]
     try:
         yield
@@ -180,3 +182,18 @@ async def test_hanging_node_is_released_after_each_timeout(node: FakeNode) -> No
     assert node.rest.max_open == 1
     node.rest.mode = "ok"
     assert (await runner.once()).ok
+
+
+async def test_checks_wait_for_the_scripts(node: FakeNode) -> None:
+    """Before the scripts are published the node cannot run: no probe, and no failure clock for /node/livez."""
+    state = State()
+    runner = CheckRunner(spec("rest", node.rest.port), state)
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.sleep(0.5)  # ten intervals
+        assert node.rest.accepted == 0 and state.checks["rest"].last is None
+        state.scripts.published = True
+        await eventually(lambda: state.checks["rest"].up is True)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

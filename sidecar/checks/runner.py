@@ -1,6 +1,7 @@
 """Runs each enabled check on its own schedule and keeps its verdict in ``state.checks``.
 
-Kubelet semantics: after ``initial_delay`` the probe runs every ``interval`` (spread by the check
+Kubelet semantics, counted from the scripts being published (when the node can start): after
+``initial_delay`` the probe runs every ``interval`` (spread by the check
 jitter so many pods do not probe in step); ``failure_threshold`` consecutive failures mark the check
 down and ``success_threshold`` consecutive successes mark it up. Until either threshold is first
 met the check is undecided (``up is None``), which readiness treats as not ready. A check never
@@ -22,6 +23,8 @@ from sidecar.config import Settings
 from sidecar.state import CheckResult, CheckState, State
 
 log = logs.get("checks")
+
+PUBLISHED_POLL = 0.1  # seconds between looks at state.scripts.published before the first run
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,14 @@ class CheckRunner:
         return max(0.0, self.spec.interval + random.uniform(-spread, spread))
 
     async def run(self) -> None:
-        """Probe forever, one run at a time."""
+        """Probe forever, one run at a time, starting once the scripts are published."""
         loop = asyncio.get_running_loop()
+        # The node cannot be up before its scripts are (the chart starts it after /startupz), so
+        # probing earlier would only log refusals and, worse, start /node/livez's failure clock
+        # during a slow first seed. A poll, not an event: this waits once, at start-up, and the
+        # scripts component sets ``published`` from two places, one of them without a bus event.
+        while not self.state.scripts.published:  # noqa: ASYNC110
+            await asyncio.sleep(PUBLISHED_POLL)
         await asyncio.sleep(self.spec.initial_delay)
         while True:
             started = loop.time()

@@ -14,7 +14,7 @@ Blocking sockets and threads, like the node itself:
 
 Each server counts the connections open at once (from accept until either side closes), so tests
 can assert the sidecar never holds more than one REST connection. ``mode`` switches behaviour live:
-REST ``ok | hang | garbage | odd-digits | bad-status | not-running | reset``; broker ``ok | silent | garbage | refuse``.
+REST ``ok | hang | garbage | odd-digits | bad-status | not-running | reset``; broker ``ok | hang | garbage | refuse``.
 ``close()`` stops listening (connects are refused), ``open()`` listens again on the same port,
 ``stall()`` stops accepting (the backlog fills, then connects hang).
 
@@ -173,6 +173,16 @@ class _Server:
             if ready and not conn.recv(4096):
                 return
 
+    def misbehave(self, conn: socket.socket, garbage: bytes) -> bool:
+        """The modes every server shares, once the request is read; True when they answered it."""
+        if self.mode == "hang":
+            self.hold(conn)
+            return True
+        if self.mode == "garbage":
+            conn.sendall(garbage)
+            return True
+        return False
+
     def serve(self, conn: socket.socket) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -217,13 +227,9 @@ class RestServer(_Server):
         lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
         method = lines[0].split(" ")[0]
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        if self.misbehave(conn, b"\x00\xffthis is not HTTP\r\n\r\n"):
+            return
         mode = self.mode
-        if mode == "hang":
-            self.hold(conn)
-            return
-        if mode == "garbage":
-            conn.sendall(b"\x00\xffthis is not HTTP\r\n\r\n")
-            return
         if mode == "odd-digits":  # digits to str.isdigit(), not to int()
             conn.sendall(b"HTTP/1.1 \xb2\xb2\xb2 OK\r\nContent-Length: \xb2\r\n\r\nrunning")
             return
@@ -310,13 +316,9 @@ class BrokerServer(_Server):
         segment = conn.recv(4096)
         if not segment:
             return
+        if self.misbehave(conn, b"HTTP/1.1 400 Bad Request\r\n\r\n"):
+            return
         mode = self.mode
-        if mode == "silent":
-            self.hold(conn)
-            return
-        if mode == "garbage":
-            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-            return
         packets = _split_packets(segment)
         if len(packets) == 1 and packets[0][0] >> 4 == 1:  # a CONNECT that came alone
             conn.sendall(b"\x20\x02\x00\x05" if mode == "refuse" else b"\x20\x02\x00\x00")

@@ -111,7 +111,7 @@ def test_broker_answers_only_a_lone_connect(node: FakeNode) -> None:
     assert node.broker.connacks == 0
 
 
-@pytest.mark.parametrize(("mode", "exc", "reason"), [("silent", TimeoutError, None), ("garbage", None, "bad-answer"),
+@pytest.mark.parametrize(("mode", "exc", "reason"), [("hang", TimeoutError, None), ("garbage", None, "bad-answer"),
                                                      ("refuse", None, "bad-answer")])
 async def test_broker_bad(node: FakeNode, mode: str, exc: type[BaseException] | None, reason: str | None) -> None:
     node.broker.mode = mode

@@ -97,7 +97,7 @@ async def test_reasons_for_hanging_and_garbage_ports(node: FakeNode) -> None:
     brk = CheckRunner(spec("broker", node.broker.port, failure_threshold=1), state)
     assert (await rest.once()).reason == "timeout"
     assert (await brk.once()).reason == "bad-answer"
-    node.broker.mode = "silent"
+    node.broker.mode = "hang"
     brk.spec = spec("broker", node.broker.port, timeout=0.2)
     assert (await brk.once()).reason == "timeout"
     assert state.checks["rest"].up is False and state.checks["broker"].up is False

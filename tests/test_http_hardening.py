@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,41 @@ def test_a_client_that_never_reads_is_not_buffered_forever(sc: Sidecar) -> None:
     assert sent < 2000 * len(request), "the server kept reading a client that reads nothing"
     assert grown < 30_000, f"RSS grew {grown} kB"
     probes_answer(sc)
+
+
+def test_clients_that_never_read_cannot_hold_the_port(sc: Sidecar) -> None:
+    """Closing a connection whose answers the client never reads must not wait for ever to flush them."""
+    request = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n" * 256
+    hogs = []
+    try:
+        for _ in range(40):  # more than --http-max-connections 32
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.bind((ATTACKER, 0))
+            s.settimeout(0.2)
+            s.connect(("127.0.0.1", sc.port))
+            with contextlib.suppress(OSError):
+                for _ in range(50):
+                    s.sendall(request)
+            hogs.append(s)
+        probes_answer(sc)
+        # header timeout 1 s, then 1 s to flush, swept every 0.5 s: all dropped well within 10 s
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_tcp_state(s) == TCP_ESTABLISHED for s in hogs):
+            time.sleep(0.2)
+        assert all(_tcp_state(s) != TCP_ESTABLISHED for s in hogs)
+        probes_answer(sc)
+    finally:
+        for s in hogs:
+            s.close()
+
+
+TCP_ESTABLISHED = 1
+
+
+def _tcp_state(s: socket.socket) -> int:
+    """The kernel's TCP state of a socket, read without reading its data (TCP_INFO's first byte)."""
+    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
 
 
 def _rss_kb(pid: int) -> int:

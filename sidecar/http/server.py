@@ -11,8 +11,10 @@ limits, which fit here:
   from the peer address that holds the most connections, so one flooding or slow-loris client
   cannot lock out the kubelet's probes;
 - idle keep-alive connections are closed after ``idle_timeout``;
-- back-pressure: a client that does not read its answers stops being read, and pipelined
-  requests are answered ``PIPELINE_BATCH`` at a time, so one connection cannot hog the loop.
+- back-pressure: a client that does not read its answers stops being read (the kernel's send
+  buffer is capped so this happens after kilobytes, not megabytes, of answers), a connection
+  closed with answers still unsent is aborted after ``header_timeout``, and pipelined requests
+  are answered ``PIPELINE_BATCH`` at a time, so one connection cannot hog the loop.
 
 Deadlines are checked by one sweep every ``SWEEP`` seconds rather than a timer per request:
 cheaper at thousands of requests per second, and a deadline only needs to be right to a second.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -34,6 +37,10 @@ MAX_BODY = 64 * 1024
 MAX_BUFFER = MAX_HEAD + MAX_BODY  # unread bytes kept per connection before it stops being read
 PIPELINE_BATCH = 16  # pipelined requests answered in one go before yielding to other connections
 SWEEP = 0.5  # seconds between deadline sweeps
+# Kernel send buffer per connection. Left to autotuning, loopback grows it to megabytes, so a client
+# that pipelines requests and never reads makes the server answer thousands of them before
+# back-pressure (pause_writing) reaches it. The largest answer (/metrics) is ~20 KB.
+SEND_BUFFER = 64 * 1024
 
 REASONS = {
     200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
@@ -143,6 +150,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.host = str(peer[0])
@@ -174,7 +184,12 @@ class _Connection(asyncio.Protocol):
     # -- internals ------------------------------------------------------------------------------------
     def expired(self, now: float) -> bool:
         """Close the connection if its deadline passed (called by the server's sweep)."""
-        if self.busy or self.closing or now < self.deadline:
+        if now < self.deadline or self.transport is None:
+            return False
+        if self.closing:  # closed, yet its answer is still unsent to a client that does not read
+            self.transport.abort()
+            return True
+        if self.busy:
             return False
         if self.buffer:
             self._fail(408, "request head not received in time")
@@ -183,10 +198,20 @@ class _Connection(asyncio.Protocol):
         return True
 
     def close(self) -> None:
-        """Close the connection now."""
+        """Close the connection now (after its pending answer, given ``header_timeout`` to go out)."""
         if not self.closing and self.transport is not None:
             self.closing = True
+            # transport.close() waits for the write buffer to drain, for ever if the client never
+            # reads: the sweep aborts the connection once this deadline passes.
+            self.deadline = time.monotonic() + self.server.header_timeout
             self.transport.close()
+
+    def evict(self) -> None:
+        """Make room for a newcomer: close, or abort a connection already closing."""
+        if self.closing and self.transport is not None:
+            self.transport.abort()
+        else:
+            self.close()
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:
@@ -317,13 +342,13 @@ class HttpServer:
             if victim is None:  # every connection is being answered: the newcomer waits its turn elsewhere
                 conn.close()
                 return
-            victim.close()
+            victim.evict()
             self.evictions += 1
         self._conns.add(conn)
 
     def _victim(self) -> _Connection | None:
         """The connection to drop for a newcomer: idle or slow, from the peer holding the most."""
-        candidates = [c for c in self._conns if not c.busy and not c.closing]
+        candidates = [c for c in self._conns if not c.busy]
         if not candidates:
             return None
         per_host = Counter(c.host for c in candidates)

@@ -1,12 +1,11 @@
 """Runs each enabled check on its own schedule and keeps its verdict in ``state.checks``.
 
 Kubelet semantics, counted from the scripts being published (when the node can start): after
-``initial_delay`` the probe runs every ``interval`` (spread by the check
-jitter so many pods do not probe in step); ``failure_threshold`` consecutive failures mark the check
-down and ``success_threshold`` consecutive successes mark it up. Until either threshold is first
-met the check is undecided (``up is None``), which readiness treats as not ready. A check never
-overlaps itself: the next run is scheduled only after the previous one has finished.
-"""
+``initial_delay`` the probe runs every ``interval`` (spread by the check jitter so many pods do not
+probe in step); ``failure_threshold`` consecutive failures mark the check down and
+``success_threshold`` consecutive successes mark it up. Until either threshold is first met the
+check is undecided (``up is None``), which readiness treats as not ready. A check never overlaps
+itself: the next run is scheduled only after the previous one has finished."""
 
 from __future__ import annotations
 

@@ -193,27 +193,31 @@ class Watcher:
                 failed = True
                 stop.set()
 
-        index: TreeIndex | None = None
-        if tree.present:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(guarded(self._guard(tree, stop)))
+            if not tree.present:
+                ws.running, ws.path = False, None
+                log.info("watch_waiting", link=str(self.settings.link), anchors=[str(a) for a in tree.anchors])
+                return failed
             assert tree.target is not None
             index = TreeIndex(tree.target)
+            ready = asyncio.Event()
+            tg.create_task(guarded(self._follow(index, ready, stop)))
+            # One turn of the loop lets the new task arm its watch (synchronously, in its first step),
+            # so nothing written from here on is missed by the index, the count or the watch.
+            await asyncio.sleep(0)
             files = await asyncio.to_thread(index.build)
-            ws.running, ws.path = True, str(tree.target)
-            log.info("watching", path=str(tree.target), files=files)
             await self._recount(tree.target)
-        else:
-            ws.running, ws.path = False, None
-            log.info("watch_waiting", link=str(self.settings.link), anchors=[str(a) for a in tree.anchors])
-        async with asyncio.TaskGroup() as tg:
-            if index is not None:
-                tg.create_task(guarded(self._follow(index, stop)))
-            tg.create_task(guarded(self._guard(tree, stop)))
+            ws.running, ws.path = True, str(tree.target)
+            ready.set()
+            log.info("watching", path=str(tree.target), files=files)
         return failed
 
-    async def _follow(self, index: TreeIndex, stop: asyncio.Event) -> None:
+    async def _follow(self, index: TreeIndex, ready: asyncio.Event, stop: asyncio.Event) -> None:
         """Handle the tree's batches until ``stop``; set ``stop`` when the tree's folder is deleted."""
         async for raw in awatch(index.root, watch_filter=None, debounce=self.cap_ms, step=self.step_ms,
                                 stop_event=stop, force_polling=self.force_polling):
+            await ready.wait()  # the index must exist before events can be classified against it
             changes, root_gone = await asyncio.to_thread(index.classify, raw)
             if changes:
                 await self._record(Path(index.root), changes)

@@ -29,6 +29,15 @@ pytestmark = pytest.mark.timeout(180)
 
 SCRIPTS = {"node-deployment/main.al": "# main\n", "node-deployment/local_script.al": "# local\n"}
 FAST = {"min_interval": 0.0, "backoff_initial": 0.1}  # runner pace for tests that are about retries
+# 1,000 writes to FILES scripts in a new FOLDER, pausing PAUSE seconds after every 200 (0: none).
+BURST = (
+    "import os, sys, time\n"
+    "folder, files, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])\n"
+    "os.makedirs(folder)\n"
+    "for i in range(1000):\n"
+    "    open(f'{folder}/f{i % files:04d}.al', 'a').write(f'{i}\\n')\n"
+    "    if pause and i % 200 == 199:\n"
+    "        time.sleep(pause)\n")
 
 
 class RestStandIn:
@@ -155,13 +164,8 @@ async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Pat
             # 1,000 writes to 10 scripts, from another process, plus a file the glob leaves out. The
             # pauses (longer than the debounce) split the burst into several batches, so the runners
             # get several triggers to coalesce.
-            await in_other_process(
-                "import os, sys, time\n"
-                "os.makedirs(sys.argv[1] + '/burst')\n"
-                "for i in range(1000):\n"
-                "    open(f'{sys.argv[1]}/burst/f{i % 10}.al', 'a').write(f'{i}\\n')\n"
-                "    if i % 200 == 199: time.sleep(0.08)\n"
-                "open(sys.argv[1] + '/notes.txt', 'w').write('x')\n", str(pub.link))
+            await in_other_process(BURST, str(pub.link / "burst"), "10", "0.08")
+            await in_other_process("import sys; open(sys.argv[1], 'w').write('x')", str(pub.link / "notes.txt"))
             await eventually(lambda: len(state.scripts.local_edit_files) == 11, what="burst counted")
             await settle(hs)
             assert state.watch.batches >= 3
@@ -169,7 +173,7 @@ async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Pat
                 assert h.triggers >= 3
                 assert 1 <= sum(h.runs.values()) <= 2, (h.name, h.runs)
                 assert h.runs["ok"] == sum(h.runs.values()), (h.name, h.runs, h.last_error)
-            wanted = {f"burst/f{i}.al" for i in range(10)}
+            wanted = {f"burst/f{i:04d}.al" for i in range(10)}
             # Coalescing loses nothing: every script reached each hook, and nothing the glob excludes.
             assert {c.removeprefix(f"process {pub.link}/") for c in rest.commands} == wanted
             assert len(rest.commands) <= 20
@@ -181,18 +185,14 @@ async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Pat
             # 1,000 writes to 1,000 new scripts: a bulk change. Still at most two runs each; the
             # per-file REST hook declines to replay it file by file.
             before = [sum(h.runs.values()) for h in hs]
-            await in_other_process(
-                "import os, sys\n"
-                "os.makedirs(sys.argv[1] + '/bulk')\n"
-                "for i in range(1000):\n"
-                "    open(f'{sys.argv[1]}/bulk/g{i:04d}.al', 'w').write('x')\n", str(pub.link))
+            await in_other_process(BURST, str(pub.link / "bulk"), "1000", "0")
             await eventually(lambda: len(state.scripts.local_edit_files) == 1011, what="bulk counted")
             await settle(hs)
             for h, n in zip(hs, before, strict=True):
                 assert 1 <= sum(h.runs.values()) - n <= 2, (h.name, h.runs)
             assert hs[0].runs["skipped"] >= 1 and "bulk change" in (hs[0].last_error or "")
             assert len(rest.commands) <= 20  # not one more command to the node
-            bulk = {f"bulk/g{i:04d}.al" for i in range(1000)}
+            bulk = {f"bulk/f{i:04d}.al" for i in range(1000)}
             later = exec_runs(log)[len(runs):]
             assert {c["path"] for r in later for c in r["stdin"]["changes"]} == bulk
             assert int(later[-1]["SIDECAR_CHANGED_COUNT"]) <= 1000

@@ -34,6 +34,8 @@ VERIFY_PERIOD = 10.0  # seconds between checks that the watched tree is still th
 BATCH_CAP_MS = 1600  # a continuous stream of changes still yields a batch this often
 FULL_SCAN_OVER = 1000  # a batch this large is recounted with one full `git status`, not a huge pathspec
 ERROR_PAUSE = 1.0  # seconds before re-arming after the watch itself failed
+# The watcher thread wakes every step even when idle; the guard only re-arms, so it wakes less often.
+GUARD_STEP_MS = 200
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,8 @@ class Watcher:
 
     async def _guard(self, tree: Tree, stop: asyncio.Event) -> None:
         """Set ``stop`` once the link leads elsewhere or the tree appears, vanishes or is recreated."""
-        async for _ in awatch(*tree.anchors, watch_filter=None, recursive=False, step=self.step_ms,
+        async for _ in awatch(*tree.anchors, watch_filter=None, recursive=False,
+                              step=max(self.step_ms, GUARD_STEP_MS),
                               stop_event=stop, rust_timeout=int(VERIFY_PERIOD * 1000), yield_on_timeout=True,
                               force_polling=self.force_polling):
             if resolve(self.settings.link) != tree:

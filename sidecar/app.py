@@ -67,6 +67,14 @@ def build_components(settings: Settings, state: State) -> list[Component]:
     from sidecar.scripts.sync import SyncLoop
 
     components.append(Component("scripts", SyncLoop(settings, state).run))
+    if settings.watch:
+        from sidecar.watch import Watcher
+
+        components.append(Component("watch", Watcher(settings, state).run))
+    if settings.hooks():
+        from sidecar.hooks import Hooks
+
+        components.append(Component("hooks", Hooks(settings, state).run))
     return components
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,7 @@ def _default_link(env: Env) -> Path:
 
 CHECK_NAMES = ("tcp", "rest", "broker")
 HOOK_TRIGGERS = ("change", "publish")
+HOOK_ACTIONS = ("rest", "exec", "webhook")
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,11 @@ class Settings:
         if self.ready_checks is None:
             return self.enabled_checks()
         return tuple(c for c in self.ready_checks if c in self.enabled_checks())
+
+    def hooks(self) -> dict[tuple[str, str], str]:
+        """Configured hooks: ``(trigger, action)`` -> template, command or URL."""
+        found = {(t, a): getattr(self, f"on_{t}_{a}") for t in HOOK_TRIGGERS for a in HOOK_ACTIONS}
+        return {key: value for key, value in found.items() if value is not None}
 
     def redacted(self) -> dict[str, Any]:
         """Every setting as JSON-ready values; secret files show only whether they are set."""
@@ -495,8 +502,36 @@ def _cross_checks(v: dict[str, Any]) -> list[str]:
         url = v[name]
         if url is not None and not re.match(r"^https?://[^\s/]+", url):
             problems.append(f"--{name.replace('_', '-')}: expected an http(s) URL, got {redact_url(url)!r}")
+    problems.extend(_hook_checks(v))
     if v["kube"] == "on" and v["network_env_file"] is not None and not v["service_name"]:
         problems.append("--network-env-file: needs --service-name")
+    return problems
+
+
+def _hook_checks(v: dict[str, Any]) -> list[str]:
+    """Hooks that could never run, or could not run as written."""
+    problems: list[str] = []
+    for trigger in HOOK_TRIGGERS:
+        flag = f"--on-{trigger}"
+        if v[f"on_{trigger}_rest"] is not None and v["rest_port"] is None:
+            problems.append(f"{flag}-rest: needs the node's REST port (--rest-port, ANYLOG_REST_PORT or NODE_TYPE)")
+        command = v[f"on_{trigger}_exec"]
+        if command is not None:
+            try:
+                argv = shlex.split(command)
+            except ValueError as exc:
+                argv, why = [], f"cannot be split into words ({exc})"
+            else:
+                why = "is empty"
+            if not argv:
+                problems.append(f"{flag}-exec: {why}")
+    rest = v["on_publish_rest"]
+    if rest is not None and ("{path}" in rest or "{abspath}" in rest):
+        problems.append("--on-publish-rest: {path} and {abspath} exist only for --on-change-rest")
+    if not v["watch"]:
+        for kind in HOOK_ACTIONS:
+            if v[f"on_change_{kind}"] is not None:
+                problems.append(f"--on-change-{kind}: needs --watch (changes are seen by the watcher)")
     return problems
 
 

@@ -67,6 +67,10 @@ def build_components(settings: Settings, state: State) -> list[Component]:
     from sidecar.scripts.sync import SyncLoop
 
     components.append(Component("scripts", SyncLoop(settings, state).run))
+    if settings.kube != "off":
+        from sidecar.kube.jobs import kube_jobs
+
+        components.extend(Component(name, run) for name, run in kube_jobs(settings, state))
     return components
 
 

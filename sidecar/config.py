@@ -271,6 +271,12 @@ class Settings:
     kube_events: bool = opt("--kube-events", "bool", True, "Record Events on the pod.", group="kube")
     kube_annotations: bool = opt("--kube-annotations", "bool", True,
                                  "Annotate the pod with the scripts revision and source.", group="kube")
+    kube_timeout: float = opt("--kube-timeout", "float", 10.0,
+                              "Seconds one Kubernetes API request may take (connect and answer).",
+                              minimum=0.1, maximum=300, group="kube")
+    kube_period: float = opt("--kube-period", "float", 60.0,
+                             "Seconds between reads of the Service once the network identity is complete.",
+                             minimum=1, maximum=86400, group="kube")
 
     @property
     def revisions_root(self) -> Path:

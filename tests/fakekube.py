@@ -8,6 +8,7 @@ the objects it is given, applies merge patches, and records every request for as
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
@@ -17,6 +18,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,9 +27,14 @@ from urllib.parse import unquote, urlsplit
 
 import trustme
 
+from sidecar.config import Settings, load
+from sidecar.kube.client import KubeClient
 from sidecar.kube.rbac import CLUSTER_ROLE_RULES, ROLE_RULES
+from sidecar.state import KubeState
 
 NAMESPACE = "edgelake"
+SERVICE = "edgelake-operator"
+POD = "edgelake-operator-0"
 SERVICE_ACCOUNT = "edgelake-node"
 _PATH = re.compile(r"^/api/v1/(?:namespaces/(?P<ns>[^/]+)/)?(?P<resource>[a-z]+)(?:/(?P<name>[^/]+))?$")
 _STATUS_REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists", 410: "Expired",
@@ -76,7 +83,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def service(name: str = "edgelake-operator", *, type: str = "ClusterIP", cluster_ip: str = "10.96.12.34",
+def service(name: str = SERVICE, *, type: str = "ClusterIP", cluster_ip: str = "10.96.12.34",
             ports: list[dict[str, Any]] | None = None, ingress: list[dict[str, str]] | None = None,
             external_ips: list[str] | None = None) -> dict[str, Any]:
     """A Service as ``kubectl get svc -o json`` shows it."""
@@ -107,7 +114,7 @@ def service(name: str = "edgelake-operator", *, type: str = "ClusterIP", cluster
     }
 
 
-def pod(name: str = "edgelake-operator-0", node_name: str = "worker-1") -> dict[str, Any]:
+def pod(name: str = POD, node_name: str = "worker-1") -> dict[str, Any]:
     """A running Pod (trimmed to the fields an API answer always has)."""
     return {
         "kind": "Pod", "apiVersion": "v1",
@@ -135,8 +142,8 @@ def node(name: str = "worker-1", external_ip: str | None = "198.51.100.7") -> di
 class FakeKube:
     """The server; objects are stored by (resource, namespace, name)."""
 
-    def __init__(self, port: int, token: str = "fake-sa-token-0123456789abcdef") -> None:
-        self.port = port
+    def __init__(self, port: int = 0, token: str = "fake-sa-token-0123456789abcdef") -> None:
+        self.port = port  # 0: a free port, chosen at the first start and kept for restarts
         self.token = token
         self.ca = trustme.CA()
         self._cert = self.ca.issue_cert("127.0.0.1", "localhost")
@@ -165,6 +172,7 @@ class FakeKube:
         server.daemon_threads = True
         server.server_bind()
         server.server_activate()
+        self.port = server.server_address[1]
         server.socket = context.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self._server = server
@@ -364,3 +372,37 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up (timeout): nothing to answer to
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+
+def serving(*objects: dict[str, Any]) -> Iterator[FakeKube]:
+    """For a fixture: a started server holding ``objects``, stopped afterwards, and no request outside
+    the RBAC rules."""
+    fake = FakeKube().start()
+    for obj in objects:
+        fake.put(obj)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+    outside = [(r.method, r.path) for r in fake.not_allowed_by_rbac()]
+    assert not outside, f"requests not allowed by sidecar/kube/rbac.py: {outside}"
+
+
+def kube_settings(tmp_path: Path, *args: str) -> Settings:
+    """Settings of a sidecar in our fake pod, plus ``args``."""
+    return load(["run", "--fallback-dir", str(tmp_path), "--pod-name", POD, "--service-name", SERVICE,
+                 "--network-env-file", str(tmp_path / "shared" / "network.env"), *args], {})
+
+
+def client(fake: FakeKube, tmp_path: Path, settings: Settings, state: KubeState) -> KubeClient:
+    """A real client configured in-cluster style (token, CA and namespace files, service host/port)."""
+    sa_dir, environ = fake.in_cluster(tmp_path / "serviceaccount")
+    return KubeClient(settings, state, "in-cluster", environ, sa_dir)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (without blocking the loop) until ``predicate()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)

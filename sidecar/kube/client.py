@@ -3,15 +3,18 @@
 The official client loads the configuration (in-cluster service account or kubeconfig) and carries
 the request (TLS with the cluster CA, token refresh). The requests themselves are six fixed paths,
 built here instead of through ``CoreV1Api`` for footprint (see ``official.py``). The client is
-blocking, so every request runs in a thread with a timeout; the event loop never waits on it.
+blocking, so every request runs in its own daemon thread with a timeout; the event loop never waits
+on it, and a hung request never delays the process's exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -56,6 +59,31 @@ class KubeError(Exception):
         self.status = status
 
 
+async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a daemon thread. Not ``asyncio.to_thread``: the default executor is joined when the
+    process exits, so a request hanging until its timeout would hold up SIGTERM past the pod's grace."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:  # handed to the awaiting task, which decides
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="kube-request", daemon=True).start()
+    return await future
+
+
 def _status_error(status: int, body: bytes | str | None) -> KubeError:
     """A KubeError from an HTTP error answer, with the message of its ``Status`` object."""
     reason = _STATUS_REASONS.get(status, "server-error" if status >= 500 else f"http-{status}")
@@ -90,7 +118,7 @@ class KubeClient:
         """Load the configuration once (in a thread: it reads files, may run a kubeconfig exec plugin)."""
         async with self._connect_lock:
             if self._rest is None:
-                await asyncio.to_thread(self._load)
+                await in_daemon_thread(self._load)
                 self.state.namespace = self.namespace
 
     def _load(self) -> None:
@@ -130,7 +158,9 @@ class KubeClient:
         await self.connect()
         if self.state.first_request_time is None:
             self.state.first_request_time = time.time()
-        return await asyncio.to_thread(self._send, method, self._path(resource, name), body, content_type)
+        result: dict[str, Any] = await in_daemon_thread(self._send, method, self._path(resource, name), body,
+                                                        content_type)
+        return result
 
     def _send(self, method: str, path: str, body: Any, content_type: str) -> dict[str, Any]:
         urllib3 = official.module("client.rest").urllib3

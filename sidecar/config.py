@@ -259,7 +259,7 @@ class Settings:
     service_name: str | None = opt("--service-name", "optstr", None,
                                    "Service whose addresses give the node its network identity.", group="kube")
     network_env_file: Path | None = opt("--network-env-file", "optpath", None,
-                                        "Env file written with the node's stable addresses (none: off).",
+                                        "Env file written with the node's stable addresses (none: off; needs --service-name).",
                                         group="kube")
     node_external_ip: bool = opt("--node-external-ip", "bool", False,
                                  "Also read the Kubernetes node's external IP (needs a ClusterRole to get nodes).",
@@ -501,7 +501,7 @@ def _cross_checks(v: dict[str, Any]) -> list[str]:
         url = v[name]
         if url is not None and not re.match(r"^https?://[^\s/]+", url):
             problems.append(f"--{name.replace('_', '-')}: expected an http(s) URL, got {redact_url(url)!r}")
-    if v["kube"] == "on" and v["network_env_file"] is not None and not v["service_name"]:
+    if v["kube"] != "off" and v["network_env_file"] is not None and not v["service_name"]:
         problems.append("--network-env-file: needs --service-name")
     return problems
 

@@ -135,3 +135,18 @@ async def test_api_down_then_up_delivers_what_happened(fake: FakeKube, tmp_path:
     finally:
         task.cancel()
     assert {e["reason"] for e in fake.events()} == {"ScriptsSeeded", "NodePortDown"}
+
+
+async def test_many_different_messages_of_one_reason_are_combined(fake: FakeKube, tmp_path: Path) -> None:
+    """client-go's EventAggregator: the tenth different message in ten minutes starts a combined Event."""
+    _, job = events_job(fake, tmp_path)
+    for i in range(12):
+        job.add(Event("sync-failed", f"git fetch failed: attempt {i}", warning=True))
+        while job.dirty:
+            key = next(iter(job.dirty))
+            await job.write(job.series[key])
+            job.dirty.pop(key)
+    stored = fake.events()
+    assert len(stored) == 10
+    assert [e["count"] for e in stored] == [1] * 9 + [3]
+    assert stored[-1]["message"] == "(combined from similar events): git fetch failed: attempt 11"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fakekube import kube_settings
 
+from sidecar.config import SettingsError
 from sidecar.kube.jobs import kube_jobs
 from sidecar.state import State
 
@@ -27,11 +29,12 @@ def test_every_job_in_a_pod(tmp_path: Path) -> None:
     assert [n for n, _ in kube_jobs(quiet, State(), {"KUBECONFIG": "/x"})] == ["kube-identity"]
 
 
-def test_missing_names_are_reported_not_fatal(tmp_path: Path) -> None:
+def test_missing_names(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="--network-env-file: needs --service-name"):
+        kube_settings(tmp_path, "--service-name", "")
+    assert kube_settings(tmp_path, "--service-name", "", "--kube", "off").network_env_file is not None
     state = State()
-    settings = kube_settings(tmp_path, "--pod-name", "", "--service-name", "")
-    assert kube_jobs(settings, state, {"KUBECONFIG": "/x"}) == []
-    assert state.kube.enabled
-    assert state.kube.problems == {"identity": "config: --network-env-file needs --service-name",
-                                   "pod": "config: POD_NAME (--pod-name) is not set: no Events, no annotations"}
+    settings = kube_settings(tmp_path, "--pod-name", "")
+    assert [n for n, _ in kube_jobs(settings, state, {"KUBECONFIG": "/x"})] == ["kube-identity"]
+    assert state.kube.problems == {"pod": "config: POD_NAME (--pod-name) is not set: no Events, no annotations"}
     assert not state.kube.api_errors

@@ -2,7 +2,10 @@
 
 Like kubelet's event recorder (client-go ``EventCorrelator``): an occurrence with the same type,
 reason and message as an earlier one is not a new Event; the existing Event's ``count`` and
-``lastTimestamp`` are patched. Writes are bounded by a token bucket (a burst, then one write per
+``lastTimestamp`` are patched. Once ten different messages of one type and reason come within ten
+minutes, further ones go to one Event, "(combined from similar events): <latest message>", as
+client-go's ``EventAggregator`` does (a failure whose text changes must not mint an Event each time).
+Writes are bounded by a token bucket (a burst, then one write per
 ``refill`` seconds); occurrences that arrive while no write is allowed are folded into the pending
 count, so the count stays right while the API sees few writes. Events are core/v1, as kubelet
 writes them, so ``kubectl describe`` and ``kubectl get events`` show the count.
@@ -36,6 +39,9 @@ REASONS = {
     "check-up": "NodePortUp",
 }
 MAX_MESSAGE = 1024
+SIMILAR_MAX = 10  # different messages of one (type, reason) before they are combined (client-go's default)
+SIMILAR_WINDOW = 600.0  # seconds those messages must come within
+COMBINED = "(combined from similar events): "
 
 
 def _timestamp(ts: float) -> str:
@@ -91,6 +97,7 @@ class EventsJob:
         self.backoff = backoff or Backoff(1.0, 60.0)
         self.series: OrderedDict[tuple[str, str, str], Series] = OrderedDict()  # least recently seen first
         self.dirty: OrderedDict[tuple[str, str, str], None] = OrderedDict()  # series with unwritten counts
+        self.similar: dict[tuple[str, str], tuple[set[str], float]] = {}  # messages seen, when last
 
     def add(self, event: Event) -> None:
         """Count one occurrence of a bus event (events that are not for people are ignored)."""
@@ -99,11 +106,20 @@ class EventsJob:
             return
         kind = "Warning" if event.warning else "Normal"
         message = event.message[:MAX_MESSAGE]
-        key = (kind, reason, message)
         now = time.time()
+        key = (kind, reason, message)
+        messages, last = self.similar.get((kind, reason), (set(), now))
+        if now - last > SIMILAR_WINDOW:
+            messages = set()
+        messages.add(message)
+        self.similar[(kind, reason)] = (messages, now)
+        if len(messages) >= SIMILAR_MAX:
+            messages.discard(message)  # keeps the set bounded, as client-go does
+            key, message = (kind, reason, COMBINED), (COMBINED + message)[:MAX_MESSAGE]
         series = self.series.pop(key, None) or Series(kind, reason, message, first=now)
         series.count += 1
         series.last = now
+        series.message = message
         self.series[key] = series
         self.dirty[key] = None
         while len(self.series) > self.cache_size:  # forget the oldest series that has nothing to write
@@ -151,7 +167,7 @@ class EventsJob:
         """Create the Event, or patch its count; an Event that expired (404) is created again."""
         count = series.count
         if series.name is not None:
-            patch = {"count": count, "lastTimestamp": _timestamp(series.last)}
+            patch = {"count": count, "lastTimestamp": _timestamp(series.last), "message": series.message}
             try:
                 await self.client.request("PATCH", "events", series.name, patch, STRATEGIC_MERGE_PATCH)
             except KubeError as exc:

@@ -38,11 +38,8 @@ def kube_jobs(settings: Settings, state: State, environ: Mapping[str, str] | Non
     client = KubeClient(settings, kube, mode, environ, sa_dir)
     health = Health(kube)
     jobs: list[Job] = []
-    if settings.network_env_file is not None:
-        if settings.service_name:
-            jobs.append(("kube-identity", IdentityJob(settings, kube, client, health).run))
-        else:
-            health.fail("identity", "config", "--network-env-file needs --service-name", api=False)
+    if settings.network_env_file is not None:  # with --service-name: the settings check both
+        jobs.append(("kube-identity", IdentityJob(settings, kube, client, health).run))
     if settings.kube_events or settings.kube_annotations:
         if not settings.pod_name:
             health.fail("pod", "config", "POD_NAME (--pod-name) is not set: no Events, no annotations", api=False)

@@ -68,7 +68,8 @@ def start(fake: FakeKube, work: Path, kube: str, mode: str) -> subprocess.Popen[
     else:
         env["KUBECONFIG"] = str(fake.kubeconfig(work / "kube"))
     ports = [str(free_port()) for _ in range(3)]
-    args = [*prefix, sys.executable, "-m", "sidecar", "run", "--http-host", "127.0.0.1", "--http-port", str(free_port()),
+    args = [*prefix, sys.executable, "-m", "sidecar", "run",
+            "--http-host", "127.0.0.1", "--http-port", str(free_port()),
             "--fallback-dir", str(ROOT / "examples" / "deployment-scripts"),
             "--link", str(work / "app" / "scripts" / "deployment-scripts"),
             "--tcp-port", ports[0], "--rest-port", ports[1], "--broker-port", ports[2],
@@ -76,8 +77,8 @@ def start(fake: FakeKube, work: Path, kube: str, mode: str) -> subprocess.Popen[
             "--tcp-failure-threshold", "1", "--rest-failure-threshold", "1", "--broker-failure-threshold", "1",
             "--on-change-exec", "true", "--service-name", SERVICE, "--network-env-file",
             str(work / "shared" / "network.env"), "--node-external-ip", "--kube-period", "5"]
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "log", "ab"),  # noqa: SIM115
-                            start_new_session=True)
+    with open(work / "log", "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -259,7 +259,8 @@ class Settings:
     service_name: str | None = opt("--service-name", "optstr", None,
                                    "Service whose addresses give the node its network identity.", group="kube")
     network_env_file: Path | None = opt("--network-env-file", "optpath", None,
-                                        "Env file written with the node's stable addresses (none: off; needs --service-name).",
+                                        "Env file written with the node's stable addresses (none: off; needs "
+                                        "--service-name).",
                                         group="kube")
     node_external_ip: bool = opt("--node-external-ip", "bool", False,
                                  "Also read the Kubernetes node's external IP (needs a ClusterRole to get nodes).",

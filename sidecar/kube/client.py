@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import urllib3
+
 from sidecar import __version__, logs
 from sidecar.config import Settings
 from sidecar.kube import official
@@ -163,7 +165,6 @@ class KubeClient:
         return result
 
     def _send(self, method: str, path: str, body: Any, content_type: str) -> dict[str, Any]:
-        urllib3 = official.module("client.rest").urllib3
         api_exception = official.module("client.exceptions").ApiException
         headers = {"Accept": JSON, "User-Agent": USER_AGENT}
         # auth_settings() runs the loader's refresh hook: a rotated service account token is re-read.

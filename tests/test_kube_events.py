@@ -150,3 +150,19 @@ async def test_many_different_messages_of_one_reason_are_combined(fake: FakeKube
     assert len(stored) == 10
     assert [e["count"] for e in stored] == [1] * 9 + [3]
     assert stored[-1]["message"] == "(combined from similar events): git fetch failed: attempt 11"
+
+
+async def test_name_conflict_and_server_error_are_retried(fake: FakeKube, tmp_path: Path) -> None:
+    state, job = events_job(fake, tmp_path)
+    fake.fail_next[("create", "events")] = 409
+    task = asyncio.create_task(job.run())
+    try:
+        state.bus.publish(DOWN)
+        await until(lambda: len(fake.events()) == 1)
+        fake.fail_next[("patch", "events")] = 500
+        state.bus.publish(DOWN)
+        await until(lambda: fake.events()[0]["count"] == 2)
+    finally:
+        task.cancel()
+    assert state.kube.api_errors == {"conflict": 1, "server-error": 1}
+    assert [r.verb for r in fake.received(resource="events")] == ["create", "create", "patch", "patch"]

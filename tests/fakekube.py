@@ -262,9 +262,10 @@ class FakeKube:
             return 401, status(401, "Unauthorized")
         if rec.resource in self.forbid:
             scope = f' in the namespace "{rec.namespace}"' if rec.namespace else " at the cluster scope"
-            return 403, status(403, f'{rec.resource} is forbidden: User "system:serviceaccount:{NAMESPACE}:'
+            subject = f'{rec.resource} "{rec.name}"' if rec.name else rec.resource
+            return 403, status(403, f'{subject} is forbidden: User "system:serviceaccount:{NAMESPACE}:'
                                     f'{SERVICE_ACCOUNT}" cannot {rec.verb} resource "{rec.resource}" in API '
-                                    f'group ""{scope}', kind=rec.resource)
+                                    f'group ""{scope}', rec.name, rec.resource)
         with self._lock:
             code = self.fail_next.pop((rec.verb, rec.resource), None)
         if code is not None:

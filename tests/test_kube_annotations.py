@@ -63,7 +63,7 @@ async def test_patch_is_retried_until_the_api_allows_it(fake: FakeKube, tmp_path
     try:
         state.bus.publish(Event("scripts-seeded", "seeded 3333ccc", data={"revision": "3333ccc", "source": "git"}))
         await until(lambda: state.kube.api_errors["forbidden"] >= 2)
-        assert state.kube.problems["annotations"].startswith("forbidden: pods is forbidden")
+        assert state.kube.problems["annotations"].startswith(f'forbidden: pods "{POD}" is forbidden')
         fake.forbid.clear()
         await until(lambda: annotations(fake).get(REVISION) == "3333ccc")
         await until(lambda: state.kube.problem is None)

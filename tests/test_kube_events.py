@@ -74,7 +74,8 @@ async def test_write_rate_is_bounded_and_counts_stay_right(fake: FakeKube, tmp_p
         for i in range(60):
             state.bus.publish(DOWN if i % 2 else Event("sync-failed", "git ls-remote: timeout", warning=True))
             await asyncio.sleep(0.01)
-        await until(lambda: sum(e["count"] for e in fake.events()) == 60, timeout=10)
+        # (and the job has seen its last write answered: it counts after the answer)
+        await until(lambda: sum(e["count"] for e in fake.events()) == 60 and not job.dirty, timeout=10)
         elapsed = time.monotonic() - started
     finally:
         task.cancel()

@@ -124,14 +124,15 @@ def footprint(duration: float, interval: float, mode: str) -> dict[str, list[tup
         procs = {"on": start(fake, Path(tmp_on), "on", mode), "off": start(fake, Path(tmp_off), "off", mode)}
         started = time.monotonic()
         try:
-            while (elapsed := time.monotonic() - started) <= duration:
+            for i in range(int(duration // interval) + 1):
+                time.sleep(max(0.0, started + i * interval - time.monotonic()))
+                elapsed = time.monotonic() - started
                 for name, proc in procs.items():
                     if proc.poll() is not None:
                         raise SystemExit(f"sidecar ({name}) exited: {proc.returncode}")
                     curves[name].append((elapsed, rss_mb(proc.pid)))
                 print(f"  t={elapsed:6.0f} s  rss kube on {curves['on'][-1][1]:5.1f} MB  "
                       f"off {curves['off'][-1][1]:5.1f} MB  api requests {len(fake.requests)}", flush=True)
-                time.sleep(interval)
         finally:
             for proc in procs.values():
                 stop(proc)
@@ -140,6 +141,25 @@ def footprint(duration: float, interval: float, mode: str) -> dict[str, list[tup
     print(f"  Events API writes: {writes}; Events stored: {len(fake.events())}; "
           f"counts: {sorted(e['count'] for e in fake.events())}")
     return curves
+
+
+FULL_CLIENT = """
+import aiohttp, prometheus_client, structlog, watchfiles
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS:")).split()[1]) / 1024
+before = rss()
+from kubernetes import client
+client.CoreV1Api(client.ApiClient())
+print(before, rss())
+"""
+
+
+def full_client_cost() -> tuple[float, float]:
+    """RSS (MB) of the sidecar's dependency set, before and after importing the whole official client and
+    building a ``CoreV1Api``: what ``sidecar/kube/official.py`` avoids."""
+    out = subprocess.run([sys.executable, "-c", FULL_CLIENT], capture_output=True, text=True, check=True)
+    before, after = map(float, out.stdout.split())
+    return before, after
 
 
 def main() -> None:
@@ -160,6 +180,9 @@ def main() -> None:
     print(f"RSS after {curves['on'][-1][0]:.0f} s: kube on {on:.1f} MB (peak {max(r for _, r in curves['on']):.1f}), "
           f"kube off {off:.1f} MB; Kubernetes costs {on - off:.1f} MB; goal <= {GOAL_MB:.0f} MB: "
           f"{'met' if on <= GOAL_MB else 'NOT met'}")
+    before, after = full_client_cost()
+    print(f"for comparison, the whole official client with a CoreV1Api: {before:.1f} -> {after:.1f} MB "
+          f"(+{after - before:.1f} MB) on top of aiohttp, prometheus_client, structlog and watchfiles")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import urllib3
-
 from sidecar import __version__, logs
 from sidecar.config import Settings
 from sidecar.kube import official
@@ -165,6 +163,8 @@ class KubeClient:
         return result
 
     def _send(self, method: str, path: str, body: Any, content_type: str) -> dict[str, Any]:
+        import urllib3  # here, in the request's thread: its import (~80 ms) stays off the event loop
+
         api_exception = official.module("client.exceptions").ApiException
         headers = {"Accept": JSON, "User-Agent": USER_AGENT}
         # auth_settings() runs the loader's refresh hook: a rotated service account token is re-read.

@@ -45,8 +45,8 @@ def test_compute_from_each_kind_of_service(tmp_path: Path) -> None:
     assert compute(node_port, settings, "198.51.100.7")[0]["EXTERNAL_IP"] == "198.51.100.7"
     assert "EXTERNAL_IP" not in compute(service(), settings, "198.51.100.7")[0]  # ClusterIP: no node port
     assert compute(service(external_ips=["192.0.2.5"]), settings)[0]["EXTERNAL_IP"] == "192.0.2.5"
-    headless = service(cluster_ip="None")
-    assert "OVERLAY_IP" not in compute(headless, settings)[0]
+    headless, headless_problems = compute(service(cluster_ip="None"), settings)
+    assert "OVERLAY_IP" not in headless and "no ClusterIP" in headless_problems[0]
 
 
 def test_compute_ports_by_target_and_mismatch(tmp_path: Path) -> None:

@@ -77,6 +77,8 @@ def compute(service: dict[str, Any], settings: Settings, node_external_ip: str |
     cluster_ip = _address(spec.get("clusterIP"))
     if cluster_ip and cluster_ip != "None":  # a headless Service has the literal clusterIP "None"
         values["OVERLAY_IP"] = cluster_ip
+    else:
+        problems.append("the Service has no ClusterIP (headless or ExternalName): no OVERLAY_IP")
     ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     candidates = [i.get("ip") for i in ingress] + [i.get("hostname") for i in ingress]
     candidates += list(spec.get("externalIPs") or [])

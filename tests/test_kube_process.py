@@ -34,7 +34,7 @@ def start(sidecar_factory: Any, fake: FakeKube, tmp_path: Path, *args: str, wait
 
 def test_identity_events_and_annotations_from_a_real_process(sidecar_factory: Any, fake: FakeKube,
                                                               tmp_path: Path) -> None:
-    sc = start(sidecar_factory, fake, tmp_path)
+    sc = start(sidecar_factory, fake, tmp_path, "--log-level", "debug")  # not even debug lines show the token
     env_file = tmp_path / "shared" / "network.env"
     sc.wait_for(lambda: sc.status()["kube"]["identity_written"], 20, "identity")
     assert parse(env_file.read_text())["OVERLAY_IP"] == "10.96.12.34"

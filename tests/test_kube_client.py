@@ -149,7 +149,10 @@ from sidecar.state import KubeState
 settings = load(["run", "--fallback-dir", "/tmp"], {{}})
 api = KubeClient(settings, KubeState(), "in-cluster", {environ!r}, __import__("pathlib").Path({str(sa_dir)!r}))
 answer = asyncio.run(api.request("GET", "services", {SERVICE!r}))
-print(json.dumps([answer["kind"], sorted(m for m in sys.modules if m.startswith("kubernetes"))]))
+modules = sorted(m for m in sys.modules if m.startswith("kubernetes"))
+from kubernetes import client  # the whole package still imports afterwards, for whoever needs it
+assert client.CoreV1Api and client.Configuration is sys.modules["kubernetes.client.configuration"].Configuration
+print(json.dumps([answer["kind"], modules]))
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

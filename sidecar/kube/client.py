@@ -110,6 +110,7 @@ class KubeClient:
         self.namespace: str = settings.pod_namespace or ""
         self._configuration: Any = None
         self._rest: Any = None
+        self._api_exception: type[Exception] = Exception
         self._pod: dict[str, Any] | None = None
         self._connect_lock = asyncio.Lock()
         self._pod_lock = asyncio.Lock()
@@ -147,6 +148,7 @@ class KubeClient:
         logs.add_secret(token.removeprefix("bearer ").removeprefix("Bearer ").strip())
         # The jobs back off themselves; urllib3's own retries would multiply the request timeout.
         configuration.retries = False
+        self._api_exception = official.module("client.exceptions").ApiException
         self._rest = official.module("client.rest").RESTClientObject(configuration)
         self._configuration = configuration
 
@@ -165,7 +167,6 @@ class KubeClient:
     def _send(self, method: str, path: str, body: Any, content_type: str) -> dict[str, Any]:
         import urllib3  # here, in the request's thread: its import (~80 ms) stays off the event loop
 
-        api_exception = official.module("client.exceptions").ApiException
         headers = {"Accept": JSON, "User-Agent": USER_AGENT}
         # auth_settings() runs the loader's refresh hook: a rotated service account token is re-read.
         for auth in self._configuration.auth_settings().values():
@@ -180,10 +181,11 @@ class KubeClient:
                 data = response.read()
             finally:
                 response.response.release_conn()
-        except api_exception as exc:  # the transport turns TLS failures into ApiException(status=0)
-            if exc.status:
-                raise _status_error(exc.status, exc.body) from None
-            raise KubeError("tls", 0, str(exc.reason).splitlines()[-1][:300]) from None
+        except self._api_exception as exc:  # the transport turns TLS failures into ApiException(status=0)
+            status, reason = getattr(exc, "status", 0), str(getattr(exc, "reason", exc))
+            if status:
+                raise _status_error(status, getattr(exc, "body", None)) from None
+            raise KubeError("tls", 0, reason.splitlines()[-1][:300]) from None
         except urllib3.exceptions.NewConnectionError as exc:  # before TimeoutError: it is a subclass
             raise KubeError("unreachable", 0, str(exc)[:300]) from None
         except urllib3.exceptions.TimeoutError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import subprocess
 import sys
@@ -160,3 +161,17 @@ print(json.dumps([answer["kind"], modules]))
     assert kind == "Service"
     assert "kubernetes.client.rest" in modules and "kubernetes.config.incluster_config" in modules
     assert not any(m.startswith(("kubernetes.client.models", "kubernetes.client.api")) for m in modules), modules
+
+
+async def test_a_rotated_token_is_used(fake: FakeKube, tmp_path: Path) -> None:
+    """kubelet rotates the projected token; the official loader re-reads it once its minute is over."""
+    fake.put(service())
+    api = client(fake, tmp_path, kube_settings(tmp_path), KubeState())
+    await api.request("GET", "services", SERVICE)
+    fake.token = "rotated-token-fedcba9876543210"
+    (tmp_path / "serviceaccount" / "token").write_text(fake.token)
+    hook = api._configuration.refresh_api_key_hook
+    loader = next(c.cell_contents for c in hook.__closure__ if hasattr(c.cell_contents, "token_expires_at"))
+    loader.token_expires_at = datetime.datetime.min  # the minute is over
+    await api.request("GET", "services", SERVICE)
+    assert fake.received("get", "services")[-1].headers["authorization"] == f"bearer {fake.token}"

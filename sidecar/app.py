@@ -75,6 +75,10 @@ def build_components(settings: Settings, state: State) -> list[Component]:
         from sidecar.hooks import Hooks
 
         components.append(Component("hooks", Hooks(settings, state).run))
+    if settings.kube != "off":
+        from sidecar.kube.jobs import kube_jobs
+
+        components.extend(Component(name, run) for name, run in kube_jobs(settings, state))
     return components
 
 

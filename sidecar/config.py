@@ -261,7 +261,8 @@ class Settings:
     service_name: str | None = opt("--service-name", "optstr", None,
                                    "Service whose addresses give the node its network identity.", group="kube")
     network_env_file: Path | None = opt("--network-env-file", "optpath", None,
-                                        "Env file written with the node's stable addresses (none: off).",
+                                        "Env file written with the node's stable addresses (none: off; needs "
+                                        "--service-name).",
                                         group="kube")
     node_external_ip: bool = opt("--node-external-ip", "bool", False,
                                  "Also read the Kubernetes node's external IP (needs a ClusterRole to get nodes).",
@@ -273,6 +274,12 @@ class Settings:
     kube_events: bool = opt("--kube-events", "bool", True, "Record Events on the pod.", group="kube")
     kube_annotations: bool = opt("--kube-annotations", "bool", True,
                                  "Annotate the pod with the scripts revision and source.", group="kube")
+    kube_timeout: float = opt("--kube-timeout", "float", 10.0,
+                              "Seconds one Kubernetes API request may take (connect and answer).",
+                              minimum=0.1, maximum=300, group="kube")
+    kube_period: float = opt("--kube-period", "float", 60.0,
+                             "Seconds between reads of the Service once the network identity is complete.",
+                             minimum=1, maximum=86400, group="kube")
 
     @property
     def revisions_root(self) -> Path:
@@ -503,7 +510,7 @@ def _cross_checks(v: dict[str, Any]) -> list[str]:
         if url is not None and not re.match(r"^https?://[^\s/]+", url):
             problems.append(f"--{name.replace('_', '-')}: expected an http(s) URL, got {redact_url(url)!r}")
     problems.extend(_hook_checks(v))
-    if v["kube"] == "on" and v["network_env_file"] is not None and not v["service_name"]:
+    if v["kube"] != "off" and v["network_env_file"] is not None and not v["service_name"]:
         problems.append("--network-env-file: needs --service-name")
     return problems
 

@@ -210,22 +210,36 @@ class KubeState:
 
     enabled: bool = False
     mode: str = "off"  # off | in-cluster | kubeconfig
-    problem: str | None = None  # degraded reason, said once
+    namespace: str | None = None
+    problem: str | None = None  # every current problem on one line (summary of ``problems``)
+    problems: dict[str, str] = field(default_factory=dict)  # job -> "reason: message", said once
     identity_written: bool = False
     identity: dict[str, str] = field(default_factory=dict)
-    events_sent: int = 0
+    identity_source: str | None = None  # service (read now) | file (a previous run's, API not read yet)
+    identity_time: float | None = None  # when the Service was last read successfully
+    events_sent: int = 0  # API writes (creates and count patches)
+    events_folded: int = 0  # occurrences added to an Event's count without their own write
+    annotations: dict[str, str] = field(default_factory=dict)  # as last patched onto the pod
     api_errors: Counter[str] = field(default_factory=Counter)
+    first_request_time: float | None = None  # wall time of the first API request
 
     def as_dict(self) -> dict[str, Any]:
         """The ``/status`` view."""
         return {
             "enabled": self.enabled,
             "mode": self.mode,
+            "namespace": self.namespace,
             "problem": self.problem,
+            "problems": dict(self.problems),
             "identity_written": self.identity_written,
             "identity": self.identity,
+            "identity_source": self.identity_source,
+            "identity_time": _iso(self.identity_time),
             "events_sent": self.events_sent,
+            "events_folded": self.events_folded,
+            "annotations": self.annotations,
             "api_errors": dict(self.api_errors),
+            "first_request_time": _iso(self.first_request_time),
         }
 
 

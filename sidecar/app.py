@@ -67,6 +67,18 @@ def build_components(settings: Settings, state: State) -> list[Component]:
     from sidecar.scripts.sync import SyncLoop
 
     components.append(Component("scripts", SyncLoop(settings, state).run))
+    if settings.watch:
+        from sidecar.watch import Watcher
+
+        components.append(Component("watch", Watcher(settings, state).run))
+    if settings.hooks():
+        from sidecar.hooks import Hooks
+
+        components.append(Component("hooks", Hooks(settings, state).run))
+    if settings.kube != "off":
+        from sidecar.kube.jobs import kube_jobs
+
+        components.extend(Component(name, run) for name, run in kube_jobs(settings, state))
     if settings.enabled_checks():
         from sidecar.checks.runner import CheckRunner, CheckSpec
 

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,7 @@ def _default_link(env: Env) -> Path:
 
 CHECK_NAMES = ("tcp", "rest", "broker")
 HOOK_TRIGGERS = ("change", "publish")
+HOOK_ACTIONS = ("rest", "exec", "webhook")
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,8 @@ class Settings:
     service_name: str | None = opt("--service-name", "optstr", None,
                                    "Service whose addresses give the node its network identity.", group="kube")
     network_env_file: Path | None = opt("--network-env-file", "optpath", None,
-                                        "Env file written with the node's stable addresses (none: off).",
+                                        "Env file written with the node's stable addresses (none: off; needs "
+                                        "--service-name).",
                                         group="kube")
     node_external_ip: bool = opt("--node-external-ip", "bool", False,
                                  "Also read the Kubernetes node's external IP (needs a ClusterRole to get nodes).",
@@ -271,6 +274,12 @@ class Settings:
     kube_events: bool = opt("--kube-events", "bool", True, "Record Events on the pod.", group="kube")
     kube_annotations: bool = opt("--kube-annotations", "bool", True,
                                  "Annotate the pod with the scripts revision and source.", group="kube")
+    kube_timeout: float = opt("--kube-timeout", "float", 10.0,
+                              "Seconds one Kubernetes API request may take (connect and answer).",
+                              minimum=0.1, maximum=300, group="kube")
+    kube_period: float = opt("--kube-period", "float", 60.0,
+                             "Seconds between reads of the Service once the network identity is complete.",
+                             minimum=1, maximum=86400, group="kube")
 
     @property
     def revisions_root(self) -> Path:
@@ -286,6 +295,11 @@ class Settings:
         if self.ready_checks is None:
             return self.enabled_checks()
         return tuple(c for c in self.ready_checks if c in self.enabled_checks())
+
+    def hooks(self) -> dict[tuple[str, str], str]:
+        """Configured hooks: ``(trigger, action)`` -> template, command or URL."""
+        found = {(t, a): getattr(self, f"on_{t}_{a}") for t in HOOK_TRIGGERS for a in HOOK_ACTIONS}
+        return {key: value for key, value in found.items() if value is not None}
 
     def redacted(self) -> dict[str, Any]:
         """Every setting as JSON-ready values; secret files show only whether they are set."""
@@ -495,8 +509,36 @@ def _cross_checks(v: dict[str, Any]) -> list[str]:
         url = v[name]
         if url is not None and not re.match(r"^https?://[^\s/]+", url):
             problems.append(f"--{name.replace('_', '-')}: expected an http(s) URL, got {redact_url(url)!r}")
-    if v["kube"] == "on" and v["network_env_file"] is not None and not v["service_name"]:
+    problems.extend(_hook_checks(v))
+    if v["kube"] != "off" and v["network_env_file"] is not None and not v["service_name"]:
         problems.append("--network-env-file: needs --service-name")
+    return problems
+
+
+def _hook_checks(v: dict[str, Any]) -> list[str]:
+    """Hooks that could never run, or could not run as written."""
+    problems: list[str] = []
+    for trigger in HOOK_TRIGGERS:
+        flag = f"--on-{trigger}"
+        if v[f"on_{trigger}_rest"] is not None and v["rest_port"] is None:
+            problems.append(f"{flag}-rest: needs the node's REST port (--rest-port, ANYLOG_REST_PORT or NODE_TYPE)")
+        command = v[f"on_{trigger}_exec"]
+        if command is not None:
+            try:
+                argv = shlex.split(command)
+            except ValueError as exc:
+                argv, why = [], f"cannot be split into words ({exc})"
+            else:
+                why = "is empty"
+            if not argv:
+                problems.append(f"{flag}-exec: {why}")
+    rest = v["on_publish_rest"]
+    if rest is not None and ("{path}" in rest or "{abspath}" in rest):
+        problems.append("--on-publish-rest: {path} and {abspath} exist only for --on-change-rest")
+    if not v["watch"]:
+        for kind in HOOK_ACTIONS:
+            if v[f"on_change_{kind}"] is not None:
+                problems.append(f"--on-change-{kind}: needs --watch (changes are seen by the watcher)")
     return problems
 
 

@@ -152,40 +152,54 @@ class CheckState:
 class WatchState:
     """Written by watch.py."""
 
-    running: bool = False
+    running: bool = False  # a tree is being watched right now
+    path: str | None = None  # the revision folder being watched (the link's target)
     changes: Counter[str] = field(default_factory=Counter)  # added | modified | deleted
+    batches: int = 0  # debounced batches that held at least one change
+    rearms: int = 0  # times the watch moved to a new or recreated tree
     last_change_time: float | None = None
-    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=50))
+    last_error: str | None = None
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=50))  # at (epoch), kind, path
 
     def as_dict(self) -> dict[str, Any]:
         """The ``/status`` view."""
         return {
             "running": self.running,
+            "path": self.path,
             "changes": dict(self.changes),
+            "batches": self.batches,
+            "rearms": self.rearms,
             "last_change_time": _iso(self.last_change_time),
-            "recent": list(self.recent),
+            "last_error": self.last_error,
+            "recent": [{**r, "at": _iso(r["at"])} for r in self.recent],
         }
 
 
 @dataclass
 class HookState:
-    """Written by hooks.py, one per configured hook."""
+    """Written by hooks.py, one per configured hook (named ``<trigger>-<action>``, e.g. ``change-rest``)."""
 
     name: str
-    runs: Counter[str] = field(default_factory=Counter)  # ok | error | timeout
+    triggers: int = 0  # triggers received; runs stay far fewer because pending triggers coalesce
+    runs: Counter[str] = field(default_factory=Counter)  # ok | error | timeout | skipped
     duration: Histogram = field(default_factory=Histogram)
     last_result: str | None = None
     last_error: str | None = None
     last_run_time: float | None = None
+    consecutive_failures: int = 0
+    next_retry_time: float | None = None  # set while a failed run waits out its backoff
     pending: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The ``/status`` view."""
         return {
+            "triggers": self.triggers,
             "runs": dict(self.runs),
             "last_result": self.last_result,
             "last_error": self.last_error,
             "last_run_time": _iso(self.last_run_time),
+            "consecutive_failures": self.consecutive_failures,
+            "next_retry_time": _iso(self.next_retry_time),
             "pending": self.pending,
         }
 
@@ -199,22 +213,36 @@ class KubeState:
 
     enabled: bool = False
     mode: str = "off"  # off | in-cluster | kubeconfig
-    problem: str | None = None  # degraded reason, said once
+    namespace: str | None = None
+    problem: str | None = None  # every current problem on one line (summary of ``problems``)
+    problems: dict[str, str] = field(default_factory=dict)  # job -> "reason: message", said once
     identity_written: bool = False
     identity: dict[str, str] = field(default_factory=dict)
-    events_sent: int = 0
+    identity_source: str | None = None  # service (read now) | file (a previous run's, API not read yet)
+    identity_time: float | None = None  # when the Service was last read successfully
+    events_sent: int = 0  # API writes (creates and count patches)
+    events_folded: int = 0  # occurrences added to an Event's count without their own write
+    annotations: dict[str, str] = field(default_factory=dict)  # as last patched onto the pod
     api_errors: Counter[str] = field(default_factory=Counter)
+    first_request_time: float | None = None  # wall time of the first API request
 
     def as_dict(self) -> dict[str, Any]:
         """The ``/status`` view."""
         return {
             "enabled": self.enabled,
             "mode": self.mode,
+            "namespace": self.namespace,
             "problem": self.problem,
+            "problems": dict(self.problems),
             "identity_written": self.identity_written,
             "identity": self.identity,
+            "identity_source": self.identity_source,
+            "identity_time": _iso(self.identity_time),
             "events_sent": self.events_sent,
+            "events_folded": self.events_folded,
+            "annotations": self.annotations,
             "api_errors": dict(self.api_errors),
+            "first_request_time": _iso(self.first_request_time),
         }
 
 

@@ -16,6 +16,28 @@ from tests.conftest import free_port, require_tool
 BACKEND = "/usr/lib/git-core/git-http-backend"
 
 
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    """Terminate test servers, killing any that ignore it."""
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs mounted at ``path`` (a read-only or nearly full volume), unmounted after."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True, timeout=30)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True, timeout=30)
+
+
 @contextlib.contextmanager
 def smart_http(project_root: Path, work: Path, user: str, password: str) -> Iterator[str]:
     """Serve ``project_root`` over HTTP with basic auth; yield the base URL."""
@@ -76,13 +98,7 @@ http {{
             raise RuntimeError(f"nginx did not start: {(work / 'error.log').read_text(errors='replace')}")
         yield f"http://127.0.0.1:{port}"
     finally:
-        for proc in (web, wrap):
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(web, wrap)
 
 
 @contextlib.contextmanager
@@ -160,9 +176,4 @@ PidFile {work}/sshd.pid
         pub = (work / "host_ed25519.pub").read_text().split()
         yield port, f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import cli, sidecar_env
-from tests.githttp import smart_http, ssh_server, tcp_server
+from tests.githttp import smart_http, ssh_server, tcp_server, tmpfs
 from tests.gitrepos import Upstream, git, read_tree
 
 PASSWORD = "pa55-w0rd-never-printed"
@@ -159,23 +159,15 @@ def test_corrupt_repository_on_the_volume_is_set_aside_and_edits_kept(tmp_path: 
 
 def test_read_only_volume_fails_clearly_and_touches_nothing(tmp_path: Path) -> None:
     up = Upstream(tmp_path)
-    vol = tmp_path / "vol"
-    vol.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,ro", "tmpfs", str(vol)], check=True)
-    try:
+    with tmpfs(tmp_path / "vol", "size=8m,ro") as vol:
         result = seed(vol / "scripts", "--repo", up.url, "--first-seed-timeout", "0")
         assert result.returncode == 1
         assert "Read-only file system" in result.stderr
-    finally:
-        subprocess.run(["umount", str(vol)], check=True)
 
 
 def test_full_volume_keeps_the_current_tree(tmp_path: Path) -> None:
     up = Upstream(tmp_path)
-    vol = tmp_path / "vol"
-    vol.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(vol)], check=True)
-    try:
+    with tmpfs(tmp_path / "vol", "size=600k") as vol:
         link = vol / "scripts"
         assert seed(link, "--repo", up.url).returncode == 0
         (link / "mine.al").write_text("mine\n")
@@ -187,8 +179,6 @@ def test_full_volume_keeps_the_current_tree(tmp_path: Path) -> None:
         assert read_tree(link) == before
         assert not any(p.name.startswith("git-") and not (p.parent / f"{p.name}.ok").exists()
                        for p in (vol / ".sidecar" / "revs").iterdir() if p.is_dir()), "no partial revision left"
-    finally:
-        subprocess.run(["umount", str(vol)], check=True)
 
 
 def test_ssh_key_and_known_hosts(tmp_path: Path) -> None:

@@ -1,0 +1,66 @@
+"""Pod annotations with the scripts revision and source, so ``kubectl get pod -o yaml`` tells which
+scripts a node runs. One merge patch per change; nothing is sent when the values are already there."""
+
+from __future__ import annotations
+
+from sidecar import logs
+from sidecar.config import Settings
+from sidecar.kube.client import MERGE_PATCH, KubeClient, KubeError
+from sidecar.kube.health import Backoff, Health, next_event
+from sidecar.state import State
+
+log = logs.get("kube.annotations")
+
+PREFIX = "sidecar.edgelake.io/"
+REVISION = PREFIX + "scripts-revision"
+SOURCE = PREFIX + "scripts-source"
+_TRIGGERS = ("scripts-seeded", "scripts-updated")
+
+
+class AnnotationsJob:
+    """Keeps the pod's annotations equal to the published scripts' revision and source."""
+
+    def __init__(self, settings: Settings, state: State, client: KubeClient, health: Health,
+                 backoff: Backoff | None = None) -> None:
+        self.settings = settings
+        self.state = state
+        self.client = client
+        self.health = health
+        self.queue = state.bus.subscribe()
+        self.backoff = backoff or Backoff(1.0, 60.0)
+        self.wanted: dict[str, str] = {}
+
+    def _want(self, revision: object, source: object) -> None:
+        for key, value in ((REVISION, revision), (SOURCE, source)):
+            if isinstance(value, str) and value:
+                self.wanted[key] = value
+
+    async def run(self) -> None:
+        """Never returns: patches when the scripts change, retries with backoff when the API fails."""
+        scripts = self.state.scripts
+        if scripts.published:
+            self._want(scripts.revision, scripts.source)
+        retry_in: float | None = None
+        while True:
+            if self.wanted and self.wanted != self.state.kube.annotations:
+                retry_in = await self._patch()
+            event = await next_event(self.queue, retry_in)
+            if event is not None and event.kind in _TRIGGERS:
+                # The event's data is what was just published; state.scripts says the same a moment later.
+                self._want(event.data.get("revision") or self.state.scripts.revision,
+                           event.data.get("source") or self.state.scripts.source)
+
+    async def _patch(self) -> float | None:
+        """One patch; the seconds until a retry, or None when done."""
+        wanted = dict(self.wanted)
+        try:
+            await self.client.request("PATCH", "pods", self.settings.pod_name or "",
+                                      {"metadata": {"annotations": wanted}}, MERGE_PATCH)
+        except KubeError as exc:
+            self.health.fail("annotations", exc.reason, str(exc))
+            return self.backoff.next()
+        self.state.kube.annotations = wanted
+        self.health.ok("annotations")
+        self.backoff.reset()
+        log.info("pod_annotated", **{k.removeprefix(PREFIX): v for k, v in wanted.items()})
+        return None

@@ -1,0 +1,59 @@
+"""The parts of the official ``kubernetes`` client the sidecar uses, imported without the rest.
+
+``import kubernetes`` runs the package's ``__init__``, which imports every API and model class of
+the client (kubernetes 37: pydantic models, about 20 MB of RSS); building a ``CoreV1Api`` costs about
+20 MB more. The sidecar needs only the client's configuration loaders (in-cluster service account,
+kubeconfig with its exec and token-refresh plugins), its ``Configuration`` and its REST transport
+(urllib3 with the cluster CA and client certificates): about 2 MB, 8 MB with the kubeconfig loader.
+So this module registers the client's packages as bare namespaces and imports those modules alone.
+The code that runs is the official client's; only its package ``__init__`` files are skipped.
+
+When ``kubernetes`` was already imported in full (by a test or a user's plugin), the full modules are
+used as they are; an import of the full package after ours works too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+_PACKAGES = ("kubernetes", "kubernetes.client", "kubernetes.config", "kubernetes.utils")
+
+
+def _bare_packages() -> dict[str, types.ModuleType]:
+    """Register the client's packages as namespaces whose ``__init__`` never runs; return those registered."""
+    if "kubernetes" in sys.modules:
+        return {}
+    spec = importlib.util.find_spec("kubernetes")
+    if spec is None or spec.origin is None:
+        raise ImportError("the kubernetes package is not installed")
+    root = Path(spec.origin).parent
+    bare = {}
+    for name in _PACKAGES:
+        package = types.ModuleType(name)
+        package.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
+        bare[name] = sys.modules[name] = package
+    return bare
+
+
+def module(name: str) -> Any:
+    """Import ``kubernetes.<name>`` (e.g. ``client.rest``) without the package-wide imports."""
+    bare = _bare_packages()
+    try:
+        client: Any = sys.modules["kubernetes.client"]
+        if not hasattr(client, "Configuration"):
+            # The config loaders do ``from kubernetes.client import Configuration, ApiClient``;
+            # ApiClient (which imports every model) is only used by helpers the sidecar never calls.
+            client.Configuration = importlib.import_module("kubernetes.client.configuration").Configuration
+            client.ApiClient = None
+        return importlib.import_module(f"kubernetes.{name}")
+    finally:
+        # The bare packages go again: a later ``import kubernetes`` (a plugin, a test) gets the real
+        # package, which reuses the modules already loaded here.
+        for package_name, package in bare.items():
+            if sys.modules.get(package_name) is package:
+                del sys.modules[package_name]

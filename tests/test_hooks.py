@@ -1,0 +1,393 @@
+"""Hooks with real parts: processes, an HTTP server on loopback, a REST stand-in, the real watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from sidecar import config
+from sidecar.bus import Event
+from sidecar.config import Settings
+from sidecar.hooks import Hooks
+from sidecar.state import HookState, State
+from sidecar.watch import Watcher
+from tests.conftest import ROOT, sidecar_env
+from tests.published import Published, eventually, in_other_process
+
+pytestmark = pytest.mark.timeout(180)
+
+SCRIPTS = {"node-deployment/main.al": "# main\n", "node-deployment/local_script.al": "# local\n"}
+FAST = {"min_interval": 0.0, "backoff_initial": 0.1}  # runner pace for tests that are about retries
+# 1,000 writes to FILES scripts in a new FOLDER, pausing PAUSE seconds after every 200 (0: none).
+BURST = (
+    "import os, sys, time\n"
+    "folder, files, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])\n"
+    "os.makedirs(folder)\n"
+    "for i in range(1000):\n"
+    "    open(f'{folder}/f{i % files:04d}.al', 'a').write(f'{i}\\n')\n"
+    "    if pause and i % 200 == 199:\n"
+    "        time.sleep(pause)\n")
+
+
+class RestStandIn:
+    """Enough of the node's REST server: records each ``command`` header, answers 200 or hangs."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.hang = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "command":
+                self.commands.append(value.strip())
+        if self.hang:
+            await asyncio.sleep(3600)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+class WebhookReceiver:
+    """A real HTTP server that records each POST (arrival time, query, JSON) and answers ``status``."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[float, dict[str, str], dict[str, Any]]] = []
+        self.status = 200
+        self.runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.posts.append((time.monotonic(), dict(request.query), await request.json()))
+        return web.Response(status=self.status, text="thanks\n")
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running(*jobs: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """Components running in this loop, cancelled at the end."""
+    tasks = [asyncio.create_task(job()) for job in jobs]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def load(pub: Published | None, tmp: Path, *extra: str) -> Settings:
+    """Settings for a layout (or none: publish hooks only)."""
+    link = pub.link if pub else tmp / "vol" / "deployment-scripts"
+    return config.load(["run", "--link", str(link), "--fallback-dir", str(tmp), "--kube", "off", *extra],
+                       environ={})
+
+
+def exec_logger(tmp: Path) -> tuple[str, Path]:
+    """An exec hook command that appends its environment and stdin to a log, one JSON line a run."""
+    log = tmp / "exec.log"
+    script = tmp / "hook.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "entry = {k: v for k, v in os.environ.items() if k.startswith('SIDECAR_')}\n"
+        "entry['stdin'] = json.load(sys.stdin)\n"
+        "open(sys.argv[1], 'a').write(json.dumps(entry) + '\\n')\n")
+    return f"{sys.executable} {script} {log}", log
+
+
+def exec_runs(log: Path) -> list[dict[str, Any]]:
+    """What the exec hook logged."""
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+async def settle(hooks: list[HookState], quiet: float = 1.5) -> None:
+    """Wait until no hook has a run pending and none has started for ``quiet`` seconds."""
+    def snapshot() -> tuple[Any, ...]:
+        return tuple((sum(h.runs.values()), h.pending) for h in hooks)
+
+    last, since = snapshot(), time.monotonic()
+    deadline = since + 60
+    while time.monotonic() - since < quiet or any(h.pending for h in hooks):
+        assert time.monotonic() < deadline, "hooks never settled"
+        await asyncio.sleep(0.05)
+        if snapshot() != last:
+            last, since = snapshot(), time.monotonic()
+
+
+async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Path) -> None:
+    pub = Published(tmp_path)
+    pub.publish(pub.commit(SCRIPTS))
+    rest, receiver = RestStandIn(), WebhookReceiver()
+    rest_port, hook_port = await rest.start(), await receiver.start()
+    command, log = exec_logger(tmp_path)
+    settings = load(pub, tmp_path, "--rest-port", str(rest_port), "--on-change-rest", "process {abspath}",
+                    "--on-change-exec", command, "--on-change-webhook", f"http://127.0.0.1:{hook_port}/hook",
+                    "--on-change-glob", "*.al")
+    state = State()
+    hooks = Hooks(settings, state)
+    watcher = Watcher(settings, state)
+    hs = [state.hooks[n] for n in ("change-rest", "change-exec", "change-webhook")]
+    try:
+        async with running(watcher.run, hooks.run):
+            await eventually(lambda: state.watch.running, what="watch running")
+            # 1,000 writes to 10 scripts, from another process, plus a file the glob leaves out. The
+            # pauses (longer than the debounce) split the burst into several batches, so the runners
+            # get several triggers to coalesce.
+            await in_other_process(BURST, str(pub.link / "burst"), "10", "0.08")
+            await in_other_process("import sys; open(sys.argv[1], 'w').write('x')", str(pub.link / "notes.txt"))
+            await eventually(lambda: len(state.scripts.local_edit_files) == 11, what="burst counted")
+            await settle(hs)
+            assert state.watch.batches >= 3
+            for h in hs:
+                assert h.triggers >= 3
+                assert 1 <= sum(h.runs.values()) <= 2, (h.name, h.runs)
+                assert h.runs["ok"] == sum(h.runs.values()), (h.name, h.runs, h.last_error)
+            wanted = {f"burst/f{i:04d}.al" for i in range(10)}
+            # Coalescing loses nothing: every script reached each hook, and nothing the glob excludes.
+            assert {c.removeprefix(f"process {pub.link}/") for c in rest.commands} == wanted
+            assert len(rest.commands) <= 20
+            runs = exec_runs(log)
+            assert {p for r in runs for p in r["SIDECAR_CHANGED_PATHS"].split("\n")} == wanted
+            assert all(r["SIDECAR_TRIGGER"] == "change" for r in runs)
+            assert {c["path"] for _, _, body in receiver.posts for c in body["changes"]} == wanted
+
+            # 1,000 writes to 1,000 new scripts: a bulk change. Still at most two runs each; the
+            # per-file REST hook declines to replay it file by file.
+            before = [sum(h.runs.values()) for h in hs]
+            await in_other_process(BURST, str(pub.link / "bulk"), "1000", "0")
+            await eventually(lambda: len(state.scripts.local_edit_files) == 1011, what="bulk counted")
+            await settle(hs)
+            for h, n in zip(hs, before, strict=True):
+                assert 1 <= sum(h.runs.values()) - n <= 2, (h.name, h.runs)
+            assert hs[0].runs["skipped"] >= 1 and "bulk change" in (hs[0].last_error or "")
+            assert len(rest.commands) <= 20  # not one more command to the node
+            bulk = {f"bulk/f{i:04d}.al" for i in range(1000)}
+            later = exec_runs(log)[len(runs):]
+            assert {c["path"] for r in later for c in r["stdin"]["changes"]} == bulk
+            assert int(later[-1]["SIDECAR_CHANGED_COUNT"]) <= 1000
+    finally:
+        await rest.stop()
+        await receiver.stop()
+
+
+def _gone(pid: int) -> bool:
+    """True when the process no longer runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+async def test_a_hook_that_hangs_is_killed_and_retried(tmp_path: Path) -> None:
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import os, subprocess, sys, time\n"
+        "marker = sys.argv[1] + '/marker'\n"
+        "if os.path.exists(marker):\n"
+        "    sys.exit(0)\n"
+        "open(marker, 'w').close()\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        "open(sys.argv[1] + '/pids', 'w').write(f'{os.getpid()} {child.pid}')\n"
+        "time.sleep(300)\n")
+    settings = load(None, tmp_path, "--on-publish-exec", f"{sys.executable} {script} {tmp_path}",
+                    "--hook-timeout", "1")
+    state = State()
+    hooks = Hooks(settings, state, **FAST)
+    h = state.hooks["publish-exec"]
+    async with running(hooks.run):
+        state.bus.publish(Event("scripts-updated", "new revision", data={"revision": "abc", "source": "git"}))
+        await eventually(lambda: h.runs["ok"] == 1, what="the retry succeeding")
+    assert h.runs["timeout"] == 1
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    assert all(_gone(pid) for pid in pids), "the hook and its child must be killed"
+    assert h.consecutive_failures == 0 and h.last_result == "ok"
+
+
+async def test_a_failing_hook_backs_off_and_the_latest_trigger_wins(tmp_path: Path) -> None:
+    receiver = WebhookReceiver()
+    receiver.status = 500
+    port = await receiver.start()
+    settings = load(None, tmp_path, "--on-publish-webhook", f"http://127.0.0.1:{port}/hook?token=s3cr3t-t0ken",
+                    "--hook-backoff-max", "0.4")
+    state = State()
+    hooks = Hooks(settings, state, **FAST)
+    h = state.hooks["publish-webhook"]
+    try:
+        async with running(hooks.run):
+            for n in range(150):  # a flood of triggers while the hook fails
+                state.bus.publish(Event("scripts-updated", "new", data={"revision": f"r{n}", "source": "git"}))
+                await asyncio.sleep(0.01)
+            await eventually(lambda: len(receiver.posts) >= 6, what="six attempts")
+            arrivals = [t for t, _, _ in receiver.posts]
+            gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+            # Sleeps never end early, so these lower bounds hold on any machine: 0.1, 0.2, then the cap.
+            for gap, least in zip(gaps, (0.1, 0.2, 0.4, 0.4, 0.4), strict=False):
+                assert gap >= least, gaps
+            assert h.triggers == 150
+            assert h.consecutive_failures >= 5
+            assert h.last_result == "error" and "answered 500" in (h.last_error or "")
+            assert h.next_retry_time is not None
+            status_text = json.dumps({"hooks": h.as_dict(), "config": settings.redacted()})
+            assert "s3cr3t" not in status_text and "?<redacted>" in status_text
+
+            receiver.status = 200
+            await eventually(lambda: h.runs["ok"] == 1, what="recovery")
+            assert receiver.posts[-1][2]["revision"] == "r149"  # the latest revision, not a replay of each
+            assert receiver.posts[-1][1] == {"token": "s3cr3t-t0ken"}  # the real URL is used, only hidden
+            assert h.consecutive_failures == 0
+    finally:
+        await receiver.stop()
+
+
+async def test_publish_hooks_and_rest_at_seed(tmp_path: Path) -> None:
+    rest = RestStandIn()
+    port = await rest.start()
+    command, log = exec_logger(tmp_path)
+    settings = load(None, tmp_path, "--rest-port", str(port), "--on-publish-rest", "process main.al",
+                    "--on-publish-exec", command)
+    state = State()
+    hooks = Hooks(settings, state, **FAST)
+    try:
+        async with running(hooks.run):
+            state.bus.publish(Event("scripts-seeded", "seeded", data={"revision": "r1", "source": "fallback"}))
+            await eventually(lambda: len(exec_runs(log)) == 1, what="exec at seed")
+            # The node starts after the seed and reads its scripts itself: no REST command then.
+            assert rest.commands == [] and "publish-rest" in state.hooks
+            assert state.hooks["publish-rest"].runs == {}
+            state.bus.publish(Event("scripts-updated", "updated", data={"revision": "r2", "source": "git"}))
+            await eventually(lambda: rest.commands == ["process main.al"] and len(exec_runs(log)) == 2,
+                             what="both hooks after an update")
+            first, second = exec_runs(log)
+            assert (first["SIDECAR_EVENT"], first["SIDECAR_REVISION"], first["SIDECAR_SOURCE"]) == \
+                ("scripts-seeded", "r1", "fallback")
+            assert (second["SIDECAR_EVENT"], second["SIDECAR_REVISION"]) == ("scripts-updated", "r2")
+            assert second["SIDECAR_SCRIPTS"] == str(settings.link)
+    finally:
+        await rest.stop()
+
+
+async def test_hung_rest_and_flooding_exec_never_block_the_loop(tmp_path: Path) -> None:
+    rest = RestStandIn()
+    rest.hang = True
+    port = await rest.start()
+    settings = load(None, tmp_path, "--rest-port", str(port), "--on-publish-rest", "process main.al",
+                    "--on-publish-exec",
+                    f"{sys.executable} -c \"import sys; [sys.stdout.write('x' * 65536) for _ in range(800)]\"",
+                    "--hook-timeout", "2")
+    state = State()
+    hooks = Hooks(settings, state, **FAST)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    try:
+        async with running(hooks.run, ticker):
+            state.bus.publish(Event("scripts-updated", "updated", data={"revision": "r1"}))
+            await eventually(lambda: state.hooks["publish-exec"].runs["ok"] == 1, what="50 MB of output drained")
+            at_exec_done = ticks
+            await eventually(lambda: state.hooks["publish-rest"].runs["timeout"] == 1, what="REST hook timed out")
+            # The loop kept turning while one hook hung on the node and the other flooded its output.
+            assert ticks > at_exec_done > 0
+            assert state.hooks["publish-rest"].last_error == "ran over 2 s and was stopped"
+    finally:
+        await rest.stop()
+
+
+@pytest.mark.parametrize(("args", "problem"), [
+    (["--on-change-rest", "process {path}"], "--on-change-rest: needs the node's REST port"),
+    (["--on-change-exec", "run 'unbalanced"], "--on-change-exec: cannot be split into words"),
+    (["--on-publish-exec", "  "], "--on-publish-exec: is empty"),
+    (["--rest-port", "1", "--on-publish-rest", "process {path}"], "--on-publish-rest: {path} and {abspath}"),
+    (["--no-watch", "--on-change-webhook", "http://h/x"], "--on-change-webhook: needs --watch"),
+])
+def test_hook_settings_that_could_never_work_are_refused(tmp_path: Path, args: list[str], problem: str) -> None:
+    with pytest.raises(config.SettingsError) as err:
+        load(None, tmp_path, *args)
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+
+
+def test_webhook_secrets_stay_out_of_logs(tmp_path: Path) -> None:
+    """The real logging setup, in its own process: a failing webhook's URL token never printed."""
+    code = (
+        "import asyncio, json, sys\n"
+        "from sidecar import config, logs\n"
+        "logs.setup('debug', 'json')\n"
+        "from sidecar.bus import Event\n"
+        "from sidecar.hooks import Hooks\n"
+        "from sidecar.state import State\n"
+        "async def main():\n"
+        "    s = config.load(['run', '--fallback-dir', '/tmp', '--link', '/tmp/x/l', '--kube', 'off',\n"
+        "                     '--on-publish-webhook', 'http://user:pa55word@127.0.0.1:9/h?token=s3cr3t-t0ken'],\n"
+        "                    environ={})\n"
+        "    st = State()\n"
+        "    hooks = Hooks(s, st)\n"
+        "    task = asyncio.create_task(hooks.run())\n"
+        "    st.bus.publish(Event('scripts-updated', 'x', data={'revision': 'r'}))\n"
+        "    while not st.hooks['publish-webhook'].runs:\n"
+        "        await asyncio.sleep(0.02)\n"
+        "    task.cancel()\n"
+        "    print(json.dumps({n: h.as_dict() for n, h in st.hooks.items()}))\n"
+        "asyncio.run(main())\n")
+    done = subprocess.run([sys.executable, "-c", code], env=sidecar_env(), cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    hooks = json.loads(done.stdout)
+    assert hooks["publish-webhook"]["last_result"] == "error"
+    assert '"event": "hook_run"' in done.stderr and "<redacted>" in done.stderr
+    for secret in ("s3cr3t", "pa55word"):
+        assert secret not in done.stderr and secret not in done.stdout
+
+
+def test_end_to_end_edit_reaches_status_and_hook(tmp_path: Path, sidecar_factory: Any) -> None:
+    """The real sidecar process: an edit with a shell tool shows in /status and runs the change hook."""
+    pytest.importorskip("sidecar.scripts.sync", reason="needs the scripts component (lead's branch)")
+    fallback = tmp_path / "fallback"
+    for rel, text in SCRIPTS.items():
+        (fallback / rel).parent.mkdir(parents=True, exist_ok=True)
+        (fallback / rel).write_text(text)
+    link = tmp_path / "vol" / "deployment-scripts"
+    command, log = exec_logger(tmp_path)
+    sc = sidecar_factory(["--fallback-dir", str(fallback), "--link", str(link), "--on-change-exec", command])
+    sc.wait_for(lambda: sc.status()["watch"]["running"], what="watch running")
+    subprocess.run(["sh", "-c", f"echo edit >> {link}/node-deployment/local_script.al"], check=True, timeout=10)
+    sc.wait_for(lambda: sc.status()["scripts"]["local_edits"] == 1, what="local edit in /status")
+    status = sc.status()
+    assert status["watch"]["changes"] == {"modified": 1}
+    assert status["watch"]["recent"][-1]["path"] == "node-deployment/local_script.al"
+    sc.wait_for(lambda: len(exec_runs(log)) == 1, what="change hook ran")
+    assert exec_runs(log)[0]["SIDECAR_CHANGED_PATHS"] == "node-deployment/local_script.al"

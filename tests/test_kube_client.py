@@ -1,0 +1,177 @@
+"""The Kubernetes client: configuration discovery, TLS and token, error classes, timeouts, footprint."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from fakekube import NAMESPACE, POD, SERVICE, FakeKube, client, kube_settings, pod, service, serving
+
+from sidecar.kube.client import KubeClient, KubeError, detect_mode
+from sidecar.state import KubeState
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKube]:
+    yield from serving()
+
+
+def test_detect_mode(tmp_path: Path) -> None:
+    sa = tmp_path / "sa"
+    in_pod = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert detect_mode("auto", {}, sa) is None
+    assert detect_mode("auto", in_pod, sa) is None  # no token: not a pod with a service account
+    assert detect_mode("auto", {"KUBECONFIG": "/x"}, sa) == "kubeconfig"
+    assert detect_mode("on", {}, sa) == "in-cluster"  # tried, so the failure is reported
+    sa.mkdir()
+    (sa / "token").write_text("t")
+    assert detect_mode("auto", in_pod, sa) == "in-cluster"
+    assert detect_mode("auto", {**in_pod, "KUBECONFIG": "/x"}, sa) == "in-cluster"
+    assert detect_mode("off", in_pod, sa) is None
+
+
+async def test_in_cluster_request_carries_token_over_tls(fake: FakeKube, tmp_path: Path) -> None:
+    fake.put(service())
+    state = KubeState()
+    api = client(fake, tmp_path, kube_settings(tmp_path), state)
+    answer = await api.request("GET", "services", SERVICE)
+    assert answer["spec"]["clusterIP"] == "10.96.12.34"
+    assert state.namespace == NAMESPACE  # from the service account's namespace file
+    (rec,) = fake.received("get", "services")
+    assert rec.path == f"/api/v1/namespaces/{NAMESPACE}/services/{SERVICE}"
+    assert rec.headers["authorization"] == f"bearer {fake.token}"
+    assert rec.headers["user-agent"].startswith("edgelake-sidecar/")
+    assert state.first_request_time is not None
+
+
+async def test_kubeconfig_mode(fake: FakeKube, tmp_path: Path) -> None:
+    fake.put(pod())
+    path = fake.kubeconfig(tmp_path / "kube")
+    state = KubeState()
+    api = KubeClient(kube_settings(tmp_path), state, "kubeconfig", {"KUBECONFIG": str(path)})
+    assert (await api.pod())["metadata"]["name"] == POD
+    assert state.namespace == NAMESPACE  # from the kubeconfig context
+    assert fake.received("get", "pods")[0].headers["authorization"].lower() == f"bearer {fake.token}"
+
+
+async def test_error_statuses_are_classified(fake: FakeKube, tmp_path: Path) -> None:
+    api = client(fake, tmp_path, kube_settings(tmp_path), KubeState())
+    with pytest.raises(KubeError) as missing:
+        await api.request("GET", "services", "nope")
+    assert (missing.value.reason, missing.value.status) == ("not-found", 404)
+    assert str(missing.value) == 'services "nope" not found'  # the Status object's message
+    fake.forbid.add("services")
+    with pytest.raises(KubeError) as forbidden:
+        await api.request("GET", "services", SERVICE)
+    assert forbidden.value.reason == "forbidden" and "cannot get resource" in str(forbidden.value)
+    for code, reason in ((409, "conflict"), (410, "gone"), (500, "server-error")):
+        fake.fail_next[("patch", "pods")] = code
+        with pytest.raises(KubeError) as failed:
+            await api.request("PATCH", "pods", POD, {"metadata": {}}, "application/merge-patch+json")
+        assert failed.value.reason == reason
+
+
+async def test_wrong_token_and_wrong_ca(fake: FakeKube, tmp_path: Path) -> None:
+    settings = kube_settings(tmp_path)
+    sa_dir, environ = fake.in_cluster(tmp_path / "sa")
+    (sa_dir / "token").write_text("not-the-token")
+    with pytest.raises(KubeError) as unauthorized:
+        await KubeClient(settings, KubeState(), "in-cluster", environ, sa_dir).request("GET", "services", SERVICE)
+    assert unauthorized.value.reason == "unauthorized"
+    assert "not-the-token" not in str(unauthorized.value)
+    (sa_dir / "token").write_text(fake.token)
+    trustme.CA().cert_pem.write_to_path(str(sa_dir / "ca.crt"))  # a CA that did not sign the server
+    with pytest.raises(KubeError) as tls:
+        await KubeClient(settings, KubeState(), "in-cluster", environ, sa_dir).request("GET", "services", SERVICE)
+    assert tls.value.reason == "tls" and "CERTIFICATE_VERIFY_FAILED" in str(tls.value)
+
+
+async def test_missing_configuration_is_a_config_error(tmp_path: Path) -> None:
+    api = KubeClient(kube_settings(tmp_path), KubeState(), "in-cluster", {}, tmp_path / "none")
+    with pytest.raises(KubeError) as failed:
+        await api.request("GET", "services", SERVICE)
+    assert failed.value.reason == "config" and "Service host/port is not set" in str(failed.value)
+
+
+async def test_api_down_then_back(fake: FakeKube, tmp_path: Path) -> None:
+    fake.put(service())
+    api = client(fake, tmp_path, kube_settings(tmp_path), KubeState())
+    await api.request("GET", "services", SERVICE)  # a kept-alive connection exists now
+    fake.stop()
+    with pytest.raises(KubeError) as down:
+        await api.request("GET", "services", SERVICE)
+    assert down.value.reason == "unreachable"
+    fake.start()
+    assert (await api.request("GET", "services", SERVICE))["kind"] == "Service"
+
+
+async def test_slow_api_times_out_and_never_blocks_the_loop(fake: FakeKube, tmp_path: Path) -> None:
+    fake.put(service())
+    fake.delay = 3.0
+    api = client(fake, tmp_path, kube_settings(tmp_path, "--kube-timeout", "1.5"), KubeState())
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - start - 0.01)
+
+    task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    with pytest.raises(KubeError) as slow:
+        await api.request("GET", "services", SERVICE)
+    elapsed = time.monotonic() - started
+    task.cancel()
+    assert slow.value.reason == "timeout"
+    assert 1.4 < elapsed < 2.9, elapsed  # the request timeout, not the server's 3 s
+    assert len(lags) > 50 and max(lags) < 0.5, max(lags)  # the loop kept turning (blocked, it would lag 1.5 s)
+
+
+def test_only_the_needed_parts_of_the_client_are_imported(fake: FakeKube, tmp_path: Path) -> None:
+    """Footprint: the official client's config loaders and transport, not its API and model classes."""
+    fake.put(service())
+    sa_dir, environ = fake.in_cluster(tmp_path / "sa")
+    script = f"""
+import asyncio, json, sys
+from sidecar.config import load
+from sidecar.kube.client import KubeClient
+from sidecar.state import KubeState
+settings = load(["run", "--fallback-dir", "/tmp"], {{}})
+api = KubeClient(settings, KubeState(), "in-cluster", {environ!r}, __import__("pathlib").Path({str(sa_dir)!r}))
+answer = asyncio.run(api.request("GET", "services", {SERVICE!r}))
+modules = sorted(m for m in sys.modules if m.startswith("kubernetes"))
+from kubernetes import client  # the whole package still imports afterwards, for whoever needs it
+assert client.CoreV1Api and client.Configuration is sys.modules["kubernetes.client.configuration"].Configuration
+print(json.dumps([answer["kind"], modules]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    kind, modules = json.loads(out.stdout)
+    assert kind == "Service"
+    assert "kubernetes.client.rest" in modules and "kubernetes.config.incluster_config" in modules
+    assert not any(m.startswith(("kubernetes.client.models", "kubernetes.client.api")) for m in modules), modules
+
+
+async def test_a_rotated_token_is_used(fake: FakeKube, tmp_path: Path) -> None:
+    """kubelet rotates the projected token; the official loader re-reads it once its minute is over."""
+    fake.put(service())
+    api = client(fake, tmp_path, kube_settings(tmp_path), KubeState())
+    await api.request("GET", "services", SERVICE)
+    fake.token = "rotated-token-fedcba9876543210"
+    (tmp_path / "serviceaccount" / "token").write_text(fake.token)
+    hook = api._configuration.refresh_api_key_hook
+    loader = next(c.cell_contents for c in hook.__closure__ if hasattr(c.cell_contents, "token_expires_at"))
+    loader.token_expires_at = datetime.datetime.min  # the minute is over
+    await api.request("GET", "services", SERVICE)
+    assert fake.received("get", "services")[-1].headers["authorization"] == f"bearer {fake.token}"

@@ -11,7 +11,7 @@ import pytest
 from sidecar import noderest
 from sidecar.checks import broker, rest, tcp
 from tests.fakenode import FakeNode
-from tests.waiting import eventually
+from tests.published import eventually
 
 
 @pytest.fixture

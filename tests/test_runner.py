@@ -14,7 +14,7 @@ from sidecar.checks import Outcome
 from sidecar.checks.runner import CheckRunner, CheckSpec
 from sidecar.state import State
 from tests.fakenode import FakeNode
-from tests.waiting import eventually
+from tests.published import eventually
 
 
 @pytest.fixture

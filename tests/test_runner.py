@@ -15,6 +15,7 @@ from sidecar.checks.runner import CheckRunner, CheckSpec
 from sidecar.state import State
 from tests.fakenode import FakeNode
 from tests.published import eventually
+from tests.test_hooks import running as running_jobs
 
 
 @pytest.fixture
@@ -115,15 +116,11 @@ async def test_history_is_a_bounded_ring(node: FakeNode) -> None:
 
 @contextlib.asynccontextmanager
 async def running(*runners: CheckRunner) -> AsyncIterator[None]:
+    """The runners' loops, cancelled at the end; the scripts count as published (checks wait for them)."""
     for runner in runners:
-        runner.state.scripts.published = True  # checks start once the node can be running
-    tasks = [asyncio.create_task(r.run()) for r in runners]
-    try:
+        runner.state.scripts.published = True
+    async with running_jobs(*(r.run for r in runners)):
         yield
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_a_slow_check_never_overlaps_itself() -> None:

@@ -150,14 +150,20 @@ class StateCollector:
             yield _gauge("watch_last_change_timestamp_seconds", "Unix time of the last change seen.",
                          w.last_change_time)
         hooks = sorted(self.state.hooks.items())
-        runs = _counter("hook_runs", "Hook runs by hook and result (ok, error, timeout).", ["hook", "result"])
+        runs = _counter("hook_runs", "Hook runs by hook and result (ok, error, timeout, skipped).",
+                        ["hook", "result"])
+        triggers = _counter("hook_triggers", "Triggers a hook received (pending ones coalesce into one run).",
+                            ["hook"])
+        failures = _gauge("hook_consecutive_failures", "Failed runs of the hook since its last success.",
+                          labels=["hook"])
         pending = _gauge("hook_pending", "1 while a hook run is waiting.", labels=["hook"])
         for name, hook in hooks:
+            triggers.add_metric([name], hook.triggers)
+            failures.add_metric([name], hook.consecutive_failures)
             pending.add_metric([name], 1.0 if hook.pending else 0.0)
             for result, count in sorted(hook.runs.items()):
                 runs.add_metric([name, result], count)
-        yield runs
-        yield pending
+        yield from (runs, triggers, failures, pending)
         yield _histogram("hook_duration_seconds", "Duration of one hook run.", "hook",
                          {name: hook.duration for name, hook in hooks})
 
@@ -166,7 +172,9 @@ class StateCollector:
         yield _gauge("kube_enabled", "1 when the Kubernetes API is in use.", 1.0 if k.enabled else 0.0)
         yield _gauge("kube_identity_written", "1 once the network identity env file is written.",
                      1.0 if k.identity_written else 0.0)
-        errors = _counter("kube_api_errors", "Kubernetes API calls that failed, by error.", ["error"])
+        yield _gauge("kube_problems", "Kubernetes jobs currently degraded (see /status kube.problems).",
+                     len(k.problems))
+        errors = _counter("kube_api_errors", "Kubernetes API calls that failed, by reason.", ["reason"])
         for error, count in sorted(k.api_errors.items()):
             errors.add_metric([error], count)
         yield errors

@@ -203,7 +203,10 @@ async def test_metrics_pass_promtool_and_say_what_state_says(node: FakeNode, tmp
     assert samples['edgelake_sidecar_watch_changes_total{kind="modified"}'] == 4
     assert samples['edgelake_sidecar_hook_runs_total{hook="change-rest",result="error"}'] == 1
     assert samples['edgelake_sidecar_hook_duration_seconds_bucket{hook="change-rest",le="+Inf"}'] == 1
-    assert samples['edgelake_sidecar_kube_api_errors_total{error="403"}'] == 2
+    assert samples['edgelake_sidecar_kube_api_errors_total{reason="forbidden"}'] == 2
+    assert samples['edgelake_sidecar_hook_triggers_total{hook="change-rest"}'] == 5
+    assert samples['edgelake_sidecar_hook_consecutive_failures{hook="change-rest"}'] == 1
+    assert samples["edgelake_sidecar_kube_problems"] == 1
     assert any(k.startswith("edgelake_sidecar_build_info{") for k in samples)
     assert samples["process_resident_memory_bytes"] > 0
 
@@ -230,8 +233,10 @@ def _fill_other_sections(state: State) -> None:
     state.watch.last_change_time = time.time()
     hook = state.hooks.setdefault("change-rest", HookState("change-rest"))
     hook.runs["error"] += 1
+    hook.triggers, hook.consecutive_failures = 5, 1
     hook.duration.observe(0.01)
-    state.kube.api_errors["403"] += 2
+    state.kube.api_errors["forbidden"] += 2
+    state.kube.problems["events"] = "forbidden: no RBAC for events"
 
 
 def _samples(text: str) -> dict[str, float]:

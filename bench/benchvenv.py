@@ -7,13 +7,16 @@ plain path entry (no copy, no download).
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = Path("/tmp/edgelake-sidecar-bench-venv")
+# One venv per checkout: several checkouts on one machine (worktrees) would otherwise reinstall
+# each other's wheel under each other's running benches.
+VENV = Path(f"/tmp/edgelake-sidecar-bench-venv-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}")
 
 
 def python() -> str:

@@ -1,10 +1,14 @@
 """Shared pieces of the benches: the stand-in node and the sidecar as child processes, /proc readings.
 
+The sidecar runs as it ships (installed from its wheel, see benchvenv.py), the stand-in node from
+this checkout.
+
 Every bench runs on loopback only, is bounded in time and stops what it started.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -21,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import benchvenv
+
 ROOT = Path(__file__).resolve().parent.parent
 FALLBACK = ROOT / "examples" / "deployment-scripts"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -33,11 +39,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def env() -> dict[str, str]:
-    """The sidecar's environment: this checkout, no inherited SIDECAR_*/node variables, no Kubernetes."""
+def env(source_path: bool = True) -> dict[str, str]:
+    """A child's environment: no inherited SIDECAR_*/node variables, no Kubernetes; this checkout on
+    the path when ``source_path`` (the stand-in node), none for the sidecar as shipped."""
     out = {k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "ANYLOG_")) and k != "NODE_TYPE"}
-    out.update(PYTHONPATH=str(ROOT), SIDECAR_KUBE="off", SIDECAR_LOG_FORMAT="json")
+    out.update(PYTHONPATH=str(ROOT) if source_path else "", SIDECAR_KUBE="off", SIDECAR_LOG_FORMAT="json")
     return out
+
+
+@functools.cache
+def shipped_python() -> str:
+    """The interpreter of a venv with the sidecar installed from its wheel (bench/benchvenv.py)."""
+    return benchvenv.python()
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, bytes]:
@@ -77,12 +90,12 @@ class FakeNodeProcess:
 
 
 class SidecarProcess:
-    """``python -m sidecar run`` on a free port, publishing the bundled example scripts."""
+    """``python -m sidecar run`` as shipped (wheel install) on a free port, publishing the example scripts."""
 
     def __init__(self, args: Sequence[str], start: bool = True) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="sidecar-bench-")
         self.port = free_port()
-        self.argv = [sys.executable, "-m", "sidecar", "run", "--http-host", "127.0.0.1", "--http-port",
+        self.argv = [shipped_python(), "-m", "sidecar", "run", "--http-host", "127.0.0.1", "--http-port",
                      str(self.port), "--fallback-dir", str(FALLBACK), "--link",
                      str(Path(self.tmp.name) / "vol" / "scripts"), *args]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -99,7 +112,7 @@ class SidecarProcess:
         """Spawn it; ``started`` is the instant just before the spawn."""
         log = open(Path(self.tmp.name) / "sidecar.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, env=env(), stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self.argv, env=env(source_path=False), stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def wait(self, path: str, status: int = 200, timeout: float = 30, poll: float = 0.005) -> float:

@@ -31,8 +31,9 @@ class Outcome:
 
 
 async def head(ws: Workspace, rev: Revision) -> str:
-    """The commit a revision was built from."""
-    return await ws.git.out(["rev-parse", "HEAD"], cwd=rev.path)
+    """The commit a revision was built from: its marker says so without a git call (git otherwise)."""
+    recorded = await asyncio.to_thread(ws.layout.recorded_commit, rev)
+    return recorded or await ws.git.out(["rev-parse", "HEAD"], cwd=rev.path)
 
 
 async def worktree_add(ws: Workspace, rev: Revision, commit: str) -> None:

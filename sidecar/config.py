@@ -365,7 +365,10 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             raise ValueError(f"{name}: must not be empty")
         if "\x00" in raw:
             raise ValueError(f"{name}: must not contain NUL")
-        return Path(raw)
+        # Folders and files are used from subprocesses with other working directories (git runs
+        # in the revision folder): a relative one is taken from where the sidecar was started.
+        # The link stays as given: it must be absolute, the node reads it at that path.
+        return Path(os.path.abspath(raw)) if kind == "optpath" else Path(raw)
     if kind == "bool":
         low = raw.strip().lower()
         if low in _BOOL_TRUE:

@@ -607,7 +607,9 @@ def test_prometheus_rule_passes_promtool(helm: str, tmp_path: Path) -> None:
     names = metric_names(helm)
     assert alerts["EdgeLakeNodePortDown"]["expr"].startswith(names["checkUp"] + "{")
     assert names["syncLastSuccess"] in alerts["EdgeLakeScriptsSyncFailing"]["expr"]
-    assert alerts["EdgeLakeScriptsSyncFailing"]["expr"].endswith("> 900")
+    assert "> 900 or " in alerts["EdgeLakeScriptsSyncFailing"]["expr"]
+    assert alerts["EdgeLakeScriptsSyncFailing"]["expr"].endswith(">= 3")
+    assert names["syncFailures"] in alerts["EdgeLakeScriptsSyncFailing"]["expr"]
     assert alerts["EdgeLakeScriptsLocalEditConflict"]["expr"].startswith(names["conflicts"] + "{")
     # Alerts are about this release's pod only.
     for alert in alerts.values():

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT, cli
 from tests.fakenode import FakeNode
-from tests.test_probe_endpoints import promtool_check
+from tests.helpers import promtool_check
 
 FALLBACK = str(ROOT / "examples" / "deployment-scripts")
 

@@ -39,6 +39,11 @@ def test_node_type_gives_default_ports_and_sidecar_names_win() -> None:
     assert (generic.tcp_port, generic.rest_port) == (32548, 32549)
 
 
+def test_relative_folders_are_taken_from_the_working_directory() -> None:
+    s = load(["run", "--link", "/v/s", "--fallback-dir", "examples/deployment-scripts"], {})
+    assert s.fallback_dir == Path.cwd() / "examples" / "deployment-scripts"
+
+
 def test_edgelake_path_sets_default_link() -> None:
     s = load(["run", "--fallback-dir", "/f"], {"EDGELAKE_PATH": "/opt/el"})
     assert s.link == Path("/opt/el/scripts/deployment-scripts")

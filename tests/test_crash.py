@@ -15,7 +15,8 @@ from pathlib import Path
 from tests.conftest import cli, sidecar_env
 from tests.gitrepos import Upstream, git, many_files, read_tree
 
-KILLS = 120
+KILLS = 110  # kills that must land while the process works
+MAX_ROUNDS = 240  # on a loaded machine some kills come after the work is done: try more rounds
 LOCAL = "node-deployment/local_script.al"
 MAIN = "node-deployment/main.al"
 
@@ -91,7 +92,9 @@ def test_sigkill_at_many_points_never_loses_the_tree_or_an_edit(tmp_path: Path) 
     span = statistics.median(durations) * 1.2
 
     mid_operation = 0
-    for i in range(KILLS):
+    for i in range(MAX_ROUNDS):
+        if mid_operation >= KILLS:
+            break
         fresh_volume = i % 10 == 0
         if fresh_volume:
             link = tmp_path / f"vol{i}" / "scripts"
@@ -119,7 +122,7 @@ def test_sigkill_at_many_points_never_loses_the_tree_or_an_edit(tmp_path: Path) 
         args = ["run", "--http-port", "0", "--period", "0.05", *common] if run_mode else ["seed", *common]
         proc = _start(args)
         # The first ~0.1 s is interpreter start-up; spread the rest across the operation.
-        delay = 0.08 + span * ((i * 37) % KILLS) / KILLS
+        delay = 0.08 + span * ((i * 37) % 120) / 120
         time.sleep(delay * (2.5 if run_mode else 1.0))
         mid_operation += _kill(proc)
 
@@ -130,4 +133,4 @@ def test_sigkill_at_many_points_never_loses_the_tree_or_an_edit(tmp_path: Path) 
         assert git("rev-parse", "HEAD", cwd=link) == up.head(), "the restart completes the sync"
         _check_clean(link)
 
-    assert mid_operation >= 100, f"only {mid_operation} kills landed while the process was working"
+    assert mid_operation >= KILLS, f"only {mid_operation} kills landed while the process was working"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from sidecar.hooks import Hooks
 from sidecar.state import HookState, State
 from sidecar.watch import Watcher
 from tests.conftest import ROOT, sidecar_env
+from tests.helpers import running
 from tests.published import Published, eventually, in_other_process
 
 pytestmark = pytest.mark.timeout(180)
@@ -93,18 +92,6 @@ class WebhookReceiver:
     async def stop(self) -> None:
         assert self.runner is not None
         await self.runner.cleanup()
-
-
-@contextlib.asynccontextmanager
-async def running(*jobs: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
-    """Components running in this loop, cancelled at the end."""
-    tasks = [asyncio.create_task(job()) for job in jobs]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def load(pub: Published | None, tmp: Path, *extra: str) -> Settings:

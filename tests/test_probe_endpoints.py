@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,8 +15,8 @@ from sidecar.checks.runner import CheckRunner, CheckSpec
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
 from sidecar.state import State
-from tests.conftest import require_tool
 from tests.fakenode import FakeNode
+from tests.helpers import promtool_check
 
 
 @pytest.fixture
@@ -209,14 +208,6 @@ async def test_metrics_pass_promtool_and_say_what_state_says(node: FakeNode, tmp
     assert samples["edgelake_sidecar_kube_problems"] == 1
     assert any(k.startswith("edgelake_sidecar_build_info{") for k in samples)
     assert samples["process_resident_memory_bytes"] > 0
-
-
-def promtool_check(text: str) -> None:
-    """``promtool check metrics`` passes with no problem and no lint warning."""
-    promtool = require_tool("promtool")
-    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.strip() == "" and check.stderr.strip() == "", check.stdout + check.stderr
 
 
 def _fill_other_sections(state: State) -> None:

@@ -14,8 +14,8 @@ from sidecar.checks import Outcome
 from sidecar.checks.runner import CheckRunner, CheckSpec
 from sidecar.state import State
 from tests.fakenode import FakeNode
+from tests.helpers import running as running_jobs
 from tests.published import eventually
-from tests.test_hooks import running as running_jobs
 
 
 @pytest.fixture

@@ -84,11 +84,11 @@ def test_missing_repository_falls_back(tmp_path: Path) -> None:
     assert revisions(link)[0].startswith("fallback-")
 
 
-def test_fallback_only(tmp_path: Path) -> None:
-    fallback = tmp_path / "fallback"
-    shutil.copytree(Path(__file__).parent.parent / "examples" / "deployment-scripts", fallback)
+def test_fallback_only_with_a_relative_folder(tmp_path: Path) -> None:
+    shutil.copytree(Path(__file__).parent.parent / "examples" / "deployment-scripts", tmp_path / "fallback")
     link = tmp_path / "vol" / "scripts"
-    assert seed(link, "--fallback-dir", str(fallback)).returncode == 0
+    result = cli(["seed", "--link", str(link), "--fallback-dir", "fallback"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
     assert (link / "node-deployment" / "main.al").exists()
 
 

@@ -158,5 +158,7 @@ async def _recover(ws: Workspace) -> Revision | None:
             log.warning("repository_broken_set_aside", moved_to=str(aside))
         known = await asyncio.to_thread(layout.recorded_commit, current)
         current = await adopt(ws, current.path, move_aside=False, known_base=known)
+    # A crash between removing a revision folder and pruning leaves git's record of it behind.
+    await ws.git.run(["worktree", "prune"], git_dir=ws.repo, check=False)
     await cleanup(ws)
     return current

@@ -87,6 +87,7 @@ checkUp: edgelake_sidecar_check_up
 syncLastSuccess: edgelake_sidecar_scripts_last_success_timestamp_seconds
 conflicts: edgelake_sidecar_scripts_conflict_files
 syncs: edgelake_sidecar_scripts_syncs_total
+syncFailures: edgelake_sidecar_scripts_sync_consecutive_failures
 {{- end }}
 
 {{- define "edgelake-node.sidecarImage" -}}

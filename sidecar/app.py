@@ -28,7 +28,7 @@ class Component:
     run: Callable[[], Awaitable[None]]
 
 
-async def _watchdog(state: State, period: float = 0.25) -> None:
+async def _watchdog(state: State, period: float = 1.0) -> None:
     """Measure event-loop lag: how late a short sleep wakes up."""
     loop = asyncio.get_running_loop()
     while True:

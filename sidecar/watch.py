@@ -35,7 +35,7 @@ BATCH_CAP_MS = 1600  # a continuous stream of changes still yields a batch this 
 FULL_SCAN_OVER = 1000  # a batch this large is recounted with one full `git status`, not a huge pathspec
 ERROR_PAUSE = 1.0  # seconds before re-arming after the watch itself failed
 # The watcher thread wakes every step even when idle; the guard only re-arms, so it wakes less often.
-GUARD_STEP_MS = 200
+GUARD_STEP_MS = 500
 
 
 @dataclass(frozen=True)

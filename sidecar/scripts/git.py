@@ -24,6 +24,7 @@ BASE_CONFIG: tuple[tuple[str, str], ...] = (
     ("submodule.recurse", "false"),
     ("advice.detachedHead", "false"),
     ("gc.auto", "0"),
+    ("checkout.workers", "0"),  # parallel checkout, one worker per core: revisions appear sooner
     ("maintenance.auto", "false"),
     ("core.fsync", "committed"),
     ("init.defaultBranch", "main"),

@@ -3,9 +3,10 @@
 - time from process start to the first API request (the fake API server records its arrival), over
   ``--runs`` starts, median;
 - RSS of the sidecar with Kubernetes on and every other feature on (scripts from the fallback folder,
-  the three node checks against ports where nothing listens, so they fail and raise Events, the file
-  watch and a change hook), sampled every ``--interval`` seconds for ``--duration`` seconds; the same
-  with ``--kube off`` side by side, to show what Kubernetes costs.
+  the three node checks every 2 s against the stand-in node (tests/fakenode.py), the file watch, a
+  change hook, and the probes, ``/metrics`` and ``/status`` called every 5 s as a cluster would),
+  sampled every ``--interval`` seconds for ``--duration`` seconds; the same with ``--kube off`` side by
+  side, to show what Kubernetes costs.
 
 The API server is the tests' stand-in (tests/fakekube.py: HTTPS, token, real JSON shapes) on loopback.
 """
@@ -13,6 +14,7 @@ The API server is the tests' stand-in (tests/fakekube.py: HTTPS, token, real JSO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -20,12 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from fakekube import NAMESPACE, POD, SERVICE, FakeKube, node, pod, service  # noqa: E402
+from fakenode import FakeNode  # noqa: E402
 
 GOAL_MB = 50.0
 
@@ -55,8 +59,12 @@ def in_cluster_prefix(fake: FakeKube, work: Path) -> tuple[list[str], dict[str, 
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"], environ
 
 
-def start(fake: FakeKube, work: Path, kube: str, mode: str) -> subprocess.Popen[bytes]:
-    """The sidecar with every feature on; ``mode`` is in-cluster or kubeconfig."""
+def start(fake: FakeKube, work: Path, kube: str, mode: str, node: FakeNode | None = None,
+          http_port: int | None = None) -> subprocess.Popen[bytes]:
+    """The sidecar with every feature on; ``mode`` is in-cluster or kubeconfig.
+
+    With ``node`` its checks probe that stand-in node; without, ports nobody listens on.
+    """
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SIDECAR_", "ANYLOG_", "POD_", "KUBERNETES_")) and k != "KUBECONFIG"}
     env.update({"PYTHONPATH": str(ROOT), "SIDECAR_LOG_FORMAT": "json", "SIDECAR_KUBE": kube, "POD_NAME": POD,
@@ -67,9 +75,10 @@ def start(fake: FakeKube, work: Path, kube: str, mode: str) -> subprocess.Popen[
         env.update(environ)
     else:
         env["KUBECONFIG"] = str(fake.kubeconfig(work / "kube"))
-    ports = [str(free_port()) for _ in range(3)]
+    ports = ([str(node.tcp.port), str(node.rest.port), str(node.broker.port)] if node is not None
+             else [str(free_port()) for _ in range(3)])
     args = [*prefix, sys.executable, "-m", "sidecar", "run",
-            "--http-host", "127.0.0.1", "--http-port", str(free_port()),
+            "--http-host", "127.0.0.1", "--http-port", str(http_port or free_port()),
             "--fallback-dir", str(ROOT / "examples" / "deployment-scripts"),
             "--link", str(work / "app" / "scripts" / "deployment-scripts"),
             "--tcp-port", ports[0], "--rest-port", ports[1], "--broker-port", ports[2],
@@ -119,13 +128,22 @@ def first_call(runs: int, mode: str) -> list[float]:
 def footprint(duration: float, interval: float, mode: str) -> dict[str, list[tuple[float, float]]]:
     """RSS curves of a sidecar with Kubernetes on and one with it off, run side by side."""
     fake = new_fake()
+    node = FakeNode("el-bench")
     curves: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+    http = {"on": free_port(), "off": free_port()}
     with tempfile.TemporaryDirectory() as tmp_on, tempfile.TemporaryDirectory() as tmp_off:
-        procs = {"on": start(fake, Path(tmp_on), "on", mode), "off": start(fake, Path(tmp_off), "off", mode)}
+        procs = {"on": start(fake, Path(tmp_on), "on", mode, node, http["on"]),
+                 "off": start(fake, Path(tmp_off), "off", mode, node, http["off"])}
         started = time.monotonic()
         try:
             for i in range(int(duration // interval) + 1):
-                time.sleep(max(0.0, started + i * interval - time.monotonic()))
+                # Probes and Prometheus as a cluster would call them, until the next sample.
+                while time.monotonic() < started + i * interval:
+                    for port in http.values():
+                        for path in ("/readyz", "/livez", "/metrics", "/status"):
+                            with contextlib.suppress(OSError):
+                                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read()
+                    time.sleep(min(5.0, max(0.0, started + i * interval - time.monotonic())))
                 elapsed = time.monotonic() - started
                 for name, proc in procs.items():
                     if proc.poll() is not None:
@@ -137,6 +155,7 @@ def footprint(duration: float, interval: float, mode: str) -> dict[str, list[tup
             for proc in procs.values():
                 stop(proc)
             fake.stop()
+            node.stop()
     writes = sum(1 for r in fake.requests if r.resource == "events")
     print(f"  Events API writes: {writes}; Events stored: {len(fake.events())}; "
           f"counts: {sorted(e['count'] for e in fake.events())}")

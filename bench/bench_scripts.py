@@ -140,9 +140,9 @@ def _proc_cpu_rss(pid: int) -> tuple[float, float]:
     return ticks / CLK_TCK, rss_kb / 1024
 
 
-def bench_idle(base: Path, up: Upstream, seconds: float) -> dict[str, float]:
-    link = base / "idle" / "scripts"
-    sc = Sidecar(["--repo", up.url, "--link", str(link), "--period", "10"], SHIPPED, command=[exe()])
+def bench_idle(base: Path, up: Upstream, seconds: float, *extra: str) -> dict[str, float]:
+    link = base / f"idle{len(extra)}" / "scripts"
+    sc = Sidecar(["--repo", up.url, "--link", str(link), "--period", "10", *extra], SHIPPED, command=[exe()])
     sc.start()
     sc.wait_for(lambda: link.is_symlink(), 30, "published")
     assert sc.proc is not None
@@ -176,10 +176,11 @@ def main() -> None:
         print(f"visible via POST /sync          {median_ms(bench_push_to_visible(base, up, args.runs, 'post'))}")
         print(f"visible by polling (1 s period) {median_ms(bench_push_to_visible(base, up, args.runs, 'poll'))}")
         print(f"no-op sync (in process)         {median_ms(bench_noop(base, up, args.runs * 2))}")
-        idle = bench_idle(base, up, args.idle_seconds)
-        print(f"idle at 10 s period over {idle['seconds']:.0f} s: RSS {idle['rss_mb_end']:.1f} MB "
-              f"(max {idle['rss_mb_max']:.1f}), CPU {idle['cpu_percent']:.3f} % of one core incl. git children, "
-              f"{idle['syncs']} syncs")
+        for extra in ((), ("--no-watch",)):
+            idle = bench_idle(base, up, args.idle_seconds, *extra)
+            print(f"idle at 10 s period over {idle['seconds']:.0f} s {' '.join(extra) or '(defaults)'}: "
+                  f"RSS {idle['rss_mb_end']:.1f} MB (max {idle['rss_mb_max']:.1f}), CPU {idle['cpu_percent']:.3f} % "
+                  f"of one core incl. git children, {idle['syncs']} syncs")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import signal
 import time
 import urllib.error
@@ -11,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Sidecar
+from tests.conftest import Sidecar, cli
 from tests.gitrepos import Upstream, git
 
 MAIN = "node-deployment/main.al"
@@ -44,6 +45,10 @@ def test_run_publishes_serves_status_and_stops_on_sigterm(tmp_path: Path, sideca
     assert scripts["local_edits"] == 0
     assert status["config"]["period"] == 3600
     assert sc.get("/livez")[0] == 200
+    # `edgelake-sidecar status` prints the same JSON (what a person runs in `kubectl exec`).
+    printed = cli(["status", "--http-port", str(sc.port)])
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["scripts"]["revision"] == up.head()
     started = time.monotonic()
     assert sc.stop(signal.SIGTERM, timeout=10) == 0
     assert time.monotonic() - started < 5, "must stop within the 5 s the chart allows"

@@ -219,3 +219,39 @@ def smart_ssh(tmp_path: Path, keys: Path) -> Iterator[tuple[str, Path]]:
         known_hosts = tmp_path / "known_hosts"
         known_hosts.write_text(known)
         yield f"ssh://root@127.0.0.1:{port}{tmp_path}/upstream.git", known_hosts
+
+
+def test_sigterm_during_a_hanging_fetch_stops_at_once_and_leaves_no_git_behind(
+        tmp_path: Path, sidecar_factory: Any) -> None:
+    link = tmp_path / "vol" / "scripts"
+    with tcp_server("hang") as port:
+        sc = sidecar_factory(["--repo", f"http://127.0.0.1:{port}/x.git", "--link", str(link),
+                              "--git-timeout", "300", "--first-seed-timeout", "600"])
+        assert sc.proc is not None
+        sidecar_pid = sc.proc.pid
+        sc.wait_for(lambda: any(p[1] == sidecar_pid for p in _processes()), what="git waiting on the server")
+        # git runs in its own process group (with git-remote-http under it): remember those groups.
+        groups = {pgrp for _, ppid, pgrp, _ in _processes() if ppid == sidecar_pid}
+        assert any("git" in cmd for pid, _, pgrp, cmd in _processes() if pgrp in groups)
+        started = time.monotonic()
+        assert sc.stop() == 0
+        assert time.monotonic() - started < 5
+        leftovers = [cmd for _, _, pgrp, cmd in _processes() if pgrp in groups]
+        assert not leftovers, f"git must be killed with its whole group: {leftovers}"
+
+
+def _processes() -> list[tuple[int, int, int, str]]:
+    """(pid, parent pid, process group, command) of every live process."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if stat[0] == "Z":
+                continue
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            out.append((int(pid), int(stat[1]), int(stat[2]), cmd))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out

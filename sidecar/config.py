@@ -474,11 +474,26 @@ def load(argv: Sequence[str] | None = None, environ: Env | None = None) -> Setti
                 values[f.name] = default(env) if callable(default) else default
         except ValueError as exc:
             problems.append(str(exc))
+    if values["command"] in ("run", "seed"):
+        problems.extend(_unknown_env(env))
     if not problems:
         problems.extend(_cross_checks(values))
     if problems:
         raise SettingsError(problems)
     return Settings(**values)
+
+
+def _unknown_env(env: Env) -> list[str]:
+    """A ``SIDECAR_*`` variable that names no setting is a typo that would silently do nothing."""
+    import difflib
+
+    known = {name for f in setting_fields() for name in env_names(f) if name.startswith("SIDECAR_")}
+    problems = []
+    for name in sorted(n for n in env if n.startswith("SIDECAR_") and n not in known):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"{name}: no such setting{hint}")
+    return problems
 
 
 def _cross_checks(v: dict[str, Any]) -> list[str]:

@@ -742,3 +742,47 @@ def test_notes_tell_how_to_reach_the_node(helm: str) -> None:
     assert f"exec {FULLNAME}-0 -c sidecar -- edgelake-sidecar status" in notes
     assert "sidecar.native=false: the scripts are seeded by an init container" in notes
     assert "neither a ServiceMonitor nor a PodMonitor" in notes
+
+
+def _sidecar_environment(docs: list[dict[str, Any]], c: dict[str, Any]) -> dict[str, str]:
+    """The environment the container would get: its ConfigMaps (envFrom), then its env (downward API
+    fields filled with plausible values, Secrets' keys with a placeholder)."""
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        if "configMapRef" in source:
+            cm = one(docs, "ConfigMap", source["configMapRef"]["name"])
+            env.update({k: str(v) for k, v in (cm.get("data") or {}).items()})
+    for item in c.get("env", []):
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        elif "fieldRef" in item.get("valueFrom", {}):
+            env[item["name"]] = {"metadata.name": f"{FULLNAME}-0",
+                                 "metadata.namespace": NAMESPACE}.get(item["valueFrom"]["fieldRef"]["fieldPath"], "x")
+        else:
+            env[item["name"]] = "from-a-secret"
+    return env
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("kube", [True, False])
+def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, native: bool, kube: bool) -> None:
+    """The chart and the sidecar agree: every setting the chart passes exists and has a valid value
+    (a misspelt SIDECAR_* variable would be refused at start with exit code 2)."""
+    from sidecar import config
+
+    values = {"sidecar": {"native": native, "kube": {"enabled": kube},
+                          "git": {"username": "edge", "passwordSecret": {"name": "git-creds"}},
+                          "syncAuth": {"tokenSecret": {"name": "sync"}}}}
+    for node_type in NODE_TYPES:
+        values["node"] = {"type": node_type}
+        docs = render(helm, values)
+        spec = pod_spec(docs)
+        roles = ["sidecar"] if native else ["seed-scripts", "sidecar"]
+        for name in roles:
+            c = container(spec, name)
+            env = _sidecar_environment(docs, c)
+            settings = config.load(c["args"], env)  # raises SettingsError listing any problem
+            assert settings.command == ("seed" if name == "seed-scripts" else "run")
+            assert settings.enabled_checks(), "the node's ports must reach the sidecar's checks"
+            assert settings.git_password_file is not None and settings.sync_token_file is not None
+            assert (settings.kube != "off") == kube

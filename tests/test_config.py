@@ -114,6 +114,13 @@ def test_invalid_env_names_the_variable() -> None:
     assert "SIDECAR_WATCH: expected true or false" in problems
 
 
+def test_a_misspelt_sidecar_variable_is_an_error_not_ignored() -> None:
+    with pytest.raises(SettingsError) as err:
+        load(["run", *BASE], {"SIDECAR_PERIDO": "30"})
+    assert err.value.problems == ["SIDECAR_PERIDO: no such setting (did you mean SIDECAR_PERIOD?)"]
+    load(["status"], {"SIDECAR_PERIDO": "30"})  # a one-shot command run from a hook's environment
+
+
 def test_no_source_is_an_error_for_run_and_seed_only() -> None:
     with pytest.raises(SettingsError, match="--repo or --fallback-dir"):
         load(["seed", "--link", "/v/s"], {})

@@ -110,9 +110,11 @@ class RestAction:
         """The commands one run sends, in order; raises HookSkipped when there is nothing sensible to send."""
         if "{path}" not in self.template and "{abspath}" not in self.template:
             return [self.template]
-        files = [p for p, kind in trigger.changes.items() if kind != "deleted"]
+        # A name with a line break cannot travel in a header; a name that is not UTF-8 could not be
+        # told to the node either: such files are left out, never retried for ever.
+        files = [p for p, kind in trigger.changes.items() if kind != "deleted" and _sendable(p)]
         if not files:
-            raise HookSkipped("only deletions: no file to process")
+            raise HookSkipped("only deletions or unsendable file names: no file to process")
         if len(files) > REST_MAX_FILES:
             raise HookSkipped(f"{len(files)} files changed at once (more than {REST_MAX_FILES}): a bulk change "
                               "is not replayed file by file")
@@ -130,6 +132,17 @@ class RestAction:
                 raise HookError(f"node answered {answer.status} to {command!r}: {answer.text[:120].strip()}")
 
 
+def _sendable(path: str) -> bool:
+    """A file name the node can be sent in a header: no line break or NUL, and valid UTF-8."""
+    if any(c in path for c in "\r\n\0"):
+        return False
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk gives undecodable bytes as surrogates
+        return False
+    return True
+
+
 class ExecAction:
     """Run a command without a shell; the trigger is in its environment and, as JSON, on its stdin."""
 
@@ -144,7 +157,7 @@ class ExecAction:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
         paths, size = [], 0
         for path in trigger.changes:
-            size += len(path.encode()) + 1
+            size += len(os.fsencode(path)) + 1
             if size > ENV_PATHS_MAX:
                 break  # the full list is on stdin; SIDECAR_CHANGED_COUNT tells the list was cut
             paths.append(path)
@@ -265,6 +278,8 @@ class HookRunner:
             result, error = "timeout", f"ran over {self.timeout:g} s and was stopped"
         except HookError as exc:
             result, error = "error", str(exc)
+        except Exception as exc:  # a bug or odd input must cost one failed run, not the component
+            result, error = "error", f"{type(exc).__name__}: {exc}"
         duration = time.monotonic() - started
         hs.runs[result] += 1
         hs.duration.observe(duration)

@@ -69,7 +69,7 @@ def _request(host: str, port: int, command: str, extra: dict[str, str]) -> bytes
         *(f"{k}: {v}" for k, v in extra.items()),
         "Connection: close",
     ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 def _dechunk(body: bytes) -> bytes:
@@ -144,4 +144,7 @@ async def command(
             if reason == "timeout":
                 message = f"no complete answer within {timeout:g} s"
             raise NodeRestError(reason, message) from None
-        return _parse(b"".join(chunks), time.monotonic() - start)
+        try:
+            return _parse(b"".join(chunks), time.monotonic() - start)
+        except ValueError as exc:  # e.g. a status or length of thousands of digits
+            raise NodeRestError("bad-response", f"unparsable answer: {exc}") from None

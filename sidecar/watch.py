@@ -170,6 +170,7 @@ class Watcher:
                 failed = await self._watch(tree)
                 ws.rearms += 1
                 if failed:
+                    ws.running = False  # not watching during the pause: /status and the metric say so
                     await asyncio.sleep(ERROR_PAUSE)
         finally:
             ws.running = False
@@ -192,6 +193,13 @@ class Watcher:
                 ws.last_error = f"watch failed, polling from now on: {exc}"
                 log.warning("watch_failed", error=str(exc), fallback="polling")
                 self.force_polling = True
+                failed = True
+                stop.set()
+            except Exception as exc:
+                # Anything else (watchfiles refuses a file name that is not UTF-8, say) must not
+                # kill the component and fail /livez: note it, pause, re-arm.
+                ws.last_error = logs.redact(f"watch failed: {type(exc).__name__}: {exc}")
+                log.warning("watch_failed", error=ws.last_error)
                 failed = True
                 stop.set()
 

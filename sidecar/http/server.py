@@ -243,6 +243,9 @@ class _Connection(asyncio.Protocol):
             except _HttpError as exc:
                 self._fail(exc.status, str(exc))
                 return
+            except ValueError:  # urlsplit on a broken IPv6 target, int() on thousands of digits
+                self._fail(400, "malformed request")
+                return
             if len(self.buffer) < end + 4 + length:
                 return  # wait for the rest of the body, under the same deadline
             request.body = bytes(self.buffer[end + 4 : end + 4 + length])

@@ -146,9 +146,9 @@ def read_previous(path: Path) -> dict[str, str] | None:
     """The values of a file this sidecar wrote before (a restarted container), or None."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return parse(text) if text.startswith(HEADER) else None
+    except (OSError, UnicodeDecodeError, ValueError):  # ValueError: an edit broke its quoting
         return None
-    return parse(text) if text.startswith(HEADER) else None
 
 
 class IdentityJob:

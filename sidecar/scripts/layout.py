@@ -120,6 +120,9 @@ class Layout:
 
     def mark_complete(self, rev: Revision, commit: str) -> None:
         """Record that ``rev`` is whole (before the link may point at it), with its full commit id."""
+        # The checked-out files must be on disk before a marker or a link can name them: after a
+        # power loss, a link to empty files would look like a tree full of local edits.
+        os.sync()
         marker = self.revs / f"{rev.name}.ok"
         marker.write_text(commit + "\n")
         _fsync_dir(self.revs)
@@ -154,9 +157,18 @@ class Layout:
             (self.revs / f"{rev.name}.ok").unlink()
         remove_tree(rev.path)
 
+    def keep(self, rev: Revision) -> None:
+        """Never remove ``rev``: it holds edits that could not be carried (a person decides)."""
+        (self.revs / f"{rev.name}.keep").write_bytes(b"")
+
+    def kept(self) -> set[str]:
+        """Names of revisions marked with :meth:`keep`."""
+        return {m.name[: -len(".keep")] for m in self.revs.glob("*.keep")}
+
     def stray_markers(self) -> list[Path]:
         """Markers whose revision folder is gone."""
-        return [m for m in self.revs.glob("*.ok") if not (self.revs / m.name[:-3]).is_dir()]
+        return [m for m in (*self.revs.glob("*.ok"), *self.revs.glob("*.keep"))
+                if not (self.revs / m.name.rsplit(".", 1)[0]).is_dir()]
 
 
 def remove_tree(path: Path) -> None:

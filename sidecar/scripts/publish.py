@@ -118,30 +118,42 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
     await asyncio.to_thread(ws.layout.swap_link, rev)
     log.info("revision_published", revision=commit, source=source, folder=rev.name)
 
-    if current is not None and keep_edits:
-        await _carry_after_swap(ws, current, rev, ours, base)
-    await cleanup(ws)
-    # A first publication carries nothing: its edits are none, no need to ask git.
-    edits = await edited_paths(ws.git, rev.path) if current is not None else []
-    return Outcome("published", rev, edits=edits)
+    # The new revision is live from here on: nothing below may turn it into a failed sync.
+    edits: list[str] = []
+    uncarried: list[str] = []
+    try:
+        if current is not None and keep_edits:
+            # Shielded: a stop request must not cut the carry of late edits in half.
+            uncarried = await asyncio.shield(_carry_after_swap(ws, current, rev, ours, base))
+        await cleanup(ws)
+        # A first publication carries nothing: its edits are none, no need to ask git.
+        edits = await edited_paths(ws.git, rev.path) if current is not None else []
+    except (GitError, OSError) as exc:
+        log.warning("after_publish_step_failed", error=str(exc))
+    return Outcome("published", rev, conflicts=uncarried, edits=edits)
 
 
-async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried: str, base: str) -> None:
-    """A writer that opened a file through the old link may still have written to the old tree."""
+async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried: str, base: str) -> list[str]:
+    """A writer that opened a file through the old link may still have written to the old tree.
+
+    Returns the files of late edits that conflict; their folder is then kept until a person acts.
+    """
     try:
         now = await _state_of(ws, old, carried, base)
         if now == carried:
-            return
+            return []
         new_now = await snapshot(ws.git, new.path, ws.scratch("index"))
         late = await trees.merge3(ws.git, ws.repo, carried, new_now, now)
         if late.tree is None:
-            # The old folder still holds those edits; it is kept as the previous revision.
-            log.warning("late_edits_conflict", folder=old.name, files=late.conflicts)
-            return
+            await asyncio.to_thread(ws.layout.keep, old)
+            log.warning("late_edits_conflict", folder=str(old.path), files=late.conflicts)
+            return late.conflicts
         await trees.apply_tree(ws.git, new.path, new_now, late.tree, ws.scratch("index"))
         log.info("late_edits_carried", folder=old.name)
     except GitError as exc:
-        log.warning("late_edits_check_failed", error=str(exc))
+        await asyncio.to_thread(ws.layout.keep, old)  # unknown: keep the folder rather than guess
+        log.warning("late_edits_check_failed", folder=str(old.path), error=str(exc))
+    return []
 
 
 async def cleanup(ws: Workspace) -> None:
@@ -151,7 +163,7 @@ async def cleanup(ws: Workspace) -> None:
     published = await asyncio.to_thread(layout.published)
     keep = {r.name for r in published if current is None or r.name != current.name}
     previous = sorted((r for r in published if r.name in keep), key=lambda r: r.stamp, reverse=True)[:1]
-    keep = {r.name for r in previous}
+    keep = {r.name for r in previous} | await asyncio.to_thread(layout.kept)
     if current is not None:
         keep.add(current.name)
     removed = False

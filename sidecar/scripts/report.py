@@ -39,6 +39,14 @@ def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
     set_edits(ws, edits)
 
 
+def late_conflicts(ws: Workspace, files: list[str]) -> None:
+    """Edits written to the old tree during a swap conflict with the new one; the old folder is kept."""
+    ws.state.scripts.conflict_files = files
+    ws.state.bus.publish(Event("edits-conflict", "edits made during an update conflict with it; they are kept in "
+                               f"the previous revision folder (files: {', '.join(files[:10])})", warning=True,
+                               data={"files": files}))
+
+
 def set_edits(ws: Workspace, edits: list[str]) -> None:
     """The current list of locally edited paths."""
     ws.state.scripts.local_edits = len(edits)

@@ -35,6 +35,8 @@ async def publish_from_git(ws: Workspace) -> str:
     outcome = await publish(ws, commit, "git", known=known)
     if outcome.result == "published" and outcome.revision is not None:
         report.published(ws, outcome.revision, commit, outcome.edits, seeded=current is None)
+        if outcome.conflicts:  # late edits that could not be carried: their folder is kept
+            report.late_conflicts(ws, outcome.conflicts)
         return "ok"
     if outcome.result == "held":
         report.set_edits(ws, outcome.edits)

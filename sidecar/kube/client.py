@@ -119,7 +119,12 @@ class KubeClient:
         """Load the configuration once (in a thread: it reads files, may run a kubeconfig exec plugin)."""
         async with self._connect_lock:
             if self._rest is None:
-                await in_daemon_thread(self._load)
+                try:
+                    # A hung kubeconfig exec plugin must not hold every job behind this lock.
+                    await asyncio.wait_for(in_daemon_thread(self._load), self.settings.kube_timeout)
+                except TimeoutError:
+                    raise KubeError("config", 0, f"{self.mode} configuration: loading took over "
+                                    f"{self.settings.kube_timeout:g} s") from None
                 self.state.namespace = self.namespace
 
     def _load(self) -> None:
@@ -169,7 +174,11 @@ class KubeClient:
 
         headers = {"Accept": JSON, "User-Agent": USER_AGENT}
         # auth_settings() runs the loader's refresh hook: a rotated service account token is re-read.
-        for auth in self._configuration.auth_settings().values():
+        try:
+            auths = self._configuration.auth_settings().values()
+        except Exception as exc:  # an unreadable token file, a failing refresh: degrade, never crash the job
+            raise KubeError("config", 0, f"credentials: {type(exc).__name__}: {exc}") from None
+        for auth in auths:
             if auth["in"] == "header" and auth["value"]:
                 headers[auth["key"]] = auth["value"]
         if body is not None:

@@ -83,6 +83,8 @@ class Layout:
             path.mkdir(parents=True, exist_ok=True)
         for entry in self.tmp.iterdir():
             remove_tree(entry)
+        for key_copy in self.home.glob("ssh-key-*"):  # a private key copy a killed git call left behind
+            key_copy.unlink(missing_ok=True)
         for entry in self.link.parent.glob(f".{self.link.name}.tmp-*"):
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()

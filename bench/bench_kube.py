@@ -31,15 +31,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from fakekube import NAMESPACE, POD, SERVICE, FakeKube, node, pod, service  # noqa: E402
 from fakenode import FakeNode  # noqa: E402
 
+from bench.procstat import rss_mb  # noqa: E402
+
 GOAL_MB = 50.0
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of one process, in MB (MiB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def free_port() -> int:

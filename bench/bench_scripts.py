@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import benchvenv  # noqa: E402
+from bench.procstat import cpu_seconds, rss_mb  # noqa: E402
 from tests.conftest import Sidecar, sidecar_env  # noqa: E402
 from tests.gitrepos import Upstream, many_files  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The product as it ships: the console script of a wheel install, no source path.
 SHIPPED = {"PYTHONPATH": "", "SIDECAR_LOG_LEVEL": "warning"}
 
@@ -131,15 +131,6 @@ def bench_noop(base: Path, up: Upstream, runs: int) -> list[float]:
     return asyncio.run(main())
 
 
-def _proc_cpu_rss(pid: int) -> tuple[float, float]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # utime, stime, cutime, cstime: the sidecar and its reaped children (git).
-    ticks = sum(int(x) for x in fields[11:15])
-    rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                  if line.startswith("VmRSS:"))
-    return ticks / CLK_TCK, rss_kb / 1024
-
-
 def bench_idle(base: Path, up: Upstream, seconds: float, *extra: str) -> dict[str, float]:
     link = base / f"idle{len(extra)}" / "scripts"
     sc = Sidecar(["--repo", up.url, "--link", str(link), "--period", "10", *extra], SHIPPED, command=[exe()])
@@ -147,13 +138,13 @@ def bench_idle(base: Path, up: Upstream, seconds: float, *extra: str) -> dict[st
     sc.wait_for(lambda: link.is_symlink(), 30, "published")
     assert sc.proc is not None
     time.sleep(2)
-    cpu0, _ = _proc_cpu_rss(sc.proc.pid)
+    cpu0 = cpu_seconds(sc.proc.pid, children=True)
     started = time.monotonic()
     rss_samples = []
     while time.monotonic() - started < seconds:
         time.sleep(1)
-        rss_samples.append(_proc_cpu_rss(sc.proc.pid)[1])
-    cpu1, rss = _proc_cpu_rss(sc.proc.pid)
+        rss_samples.append(rss_mb(sc.proc.pid))
+    cpu1, rss = cpu_seconds(sc.proc.pid, children=True), rss_mb(sc.proc.pid)
     elapsed = time.monotonic() - started
     syncs = json.loads(urllib.request.urlopen(sc.url + "/status", timeout=5).read())["scripts"]["syncs"]
     sc.stop()

@@ -33,25 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procstat import cpu_seconds, rss_mb  # noqa: E402
 from tests.conftest import free_port, sidecar_env  # noqa: E402
 from tests.published import Published  # noqa: E402
 
 SCRIPTS = {"node-deployment/main.al": "# main\n", "node-deployment/local_script.al": "# local\n"}
 BIG = {f"d{d:02d}/f{f:03d}.al": f"# {d} {f}\n" for d in range(100) for f in range(100)}
-
-
-def rss_kib() -> int:
-    """This process's resident set, KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the child: watcher + endpoints, as the sidecar runs them ------------------------------------
@@ -73,12 +60,12 @@ async def serve(link: str, root: str, port: int, watch: bool, debounce: str) -> 
     server = HttpServer(Endpoints(settings, state).handle, max_connections=8, header_timeout=5)
     await server.start("127.0.0.1", port)
     await asyncio.sleep(0.5)
-    before = rss_kib()
+    before = round(rss_mb(os.getpid()) * 1024)
     tasks = [asyncio.create_task(Watcher(settings, state).run())] if watch else []
     while watch and not state.watch.running:  # noqa: ASYNC110 - state has no event to wait on
         await asyncio.sleep(0.01)
     await asyncio.sleep(1.0)
-    print(json.dumps({"rss_before_kib": before, "rss_after_kib": rss_kib()}), flush=True)
+    print(json.dumps({"rss_before_kib": before, "rss_after_kib": round(rss_mb(os.getpid()) * 1024)}), flush=True)
     await asyncio.gather(*tasks, asyncio.Event().wait())  # serve until terminated
 
 

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import benchvenv
+from procstat import cpu_seconds, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 FALLBACK = ROOT / "examples" / "deployment-scripts"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -127,16 +127,12 @@ class SidecarProcess:
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float:
         """Resident set size in MiB."""
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return rss_mb(self.proc.pid)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers; remove its folder."""

@@ -60,6 +60,11 @@ def cli(args: Sequence[str], env: dict[str, str] | None = None, timeout: float =
                           capture_output=True, timeout=timeout, **kwargs)
 
 
+def seed(link: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m sidecar seed --link LINK ARGS`` to completion."""
+    return cli(["seed", "--link", str(link), *args], env=env)
+
+
 def http_get(url: str, timeout: float = 5, **headers: str) -> tuple[int, str]:
     """GET a URL; return (status, body) for any status."""
     req = urllib.request.Request(url, headers=headers)

@@ -13,7 +13,7 @@ from sidecar.scripts.seed import ensure_published
 from sidecar.scripts.sync import sync_once
 from sidecar.scripts.workspace import Workspace
 from sidecar.state import State
-from tests.conftest import cli
+from tests.conftest import seed as seed_cli
 from tests.gitrepos import Upstream, default_files, git, read_tree
 
 LOCAL = "node-deployment/local_script.al"
@@ -21,7 +21,7 @@ MAIN = "node-deployment/main.al"
 
 
 def seed(link: Path, *args: str) -> str:
-    result = cli(["seed", "--link", str(link), *args])
+    result = seed_cli(link, *args)
     assert result.returncode == 0, result.stderr
     return result.stderr
 

@@ -11,16 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import cli, sidecar_env
+from tests.conftest import seed, sidecar_env
 from tests.githttp import smart_http, ssh_server, tcp_server, tmpfs
 from tests.gitrepos import Upstream, git, read_tree
 
 PASSWORD = "pa55-w0rd-never-printed"
 MAIN = "node-deployment/main.al"
 
-
-def seed(link: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return cli(["seed", "--link", str(link), *args])
 
 
 def test_https_credentials_from_a_file_reread_at_every_sync(tmp_path: Path) -> None:

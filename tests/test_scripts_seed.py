@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
-from tests.conftest import cli
+from tests.conftest import cli, seed
 from tests.gitrepos import Upstream, default_files, git, read_tree
-
-
-def seed(link: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return cli(["seed", "--link", str(link), *args], env=env)
 
 
 def revisions(link: Path) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sidecar import logs
 from sidecar.config import Settings
+from sidecar.events import ScriptsPublished
 from sidecar.kube.client import MERGE_PATCH, KubeClient, KubeError
 from sidecar.kube.health import Backoff, Health, next_event
 from sidecar.state import State
@@ -14,7 +15,6 @@ log = logs.get("kube.annotations")
 PREFIX = "sidecar.edgelake.io/"
 REVISION = PREFIX + "scripts-revision"
 SOURCE = PREFIX + "scripts-source"
-_TRIGGERS = ("scripts-seeded", "scripts-updated")
 
 
 class AnnotationsJob:
@@ -45,10 +45,9 @@ class AnnotationsJob:
             if self.wanted and self.wanted != self.state.kube.annotations:
                 retry_in = await self._patch()
             event = await next_event(self.queue, retry_in)
-            if event is not None and event.kind in _TRIGGERS:
-                # The event's data is what was just published; state.scripts says the same a moment later.
-                self._want(event.data.get("revision") or self.state.scripts.revision,
-                           event.data.get("source") or self.state.scripts.source)
+            if isinstance(event, ScriptsPublished):
+                # The event is what was just published; state.scripts says the same a moment later.
+                self._want(event.revision, event.source)
 
     async def _patch(self) -> float | None:
         """One patch; the seconds until a retry, or None when done."""

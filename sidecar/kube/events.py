@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar import logs
-from sidecar.bus import Event
 from sidecar.config import Settings
+from sidecar.events import Event, Kind
 from sidecar.kube.client import STRATEGIC_MERGE_PATCH, KubeClient, KubeError
 from sidecar.kube.health import Backoff, Health, next_event
 from sidecar.state import State
@@ -28,15 +28,15 @@ from sidecar.state import State
 log = logs.get("kube.events")
 
 COMPONENT = "edgelake-sidecar"
-REASONS = {
-    "scripts-seeded": "ScriptsSeeded",
-    "scripts-updated": "ScriptsUpdated",
-    "sync-failed": "SyncFailed",
-    "sync-recovered": "SyncRecovered",
-    "edits-held": "LocalEditsHeld",
-    "edits-conflict": "LocalEditsConflict",
-    "check-down": "NodePortDown",
-    "check-up": "NodePortUp",
+REASONS = {  # the kinds a person wants in `kubectl describe pod`, with their Event reason
+    Kind.SCRIPTS_SEEDED: "ScriptsSeeded",
+    Kind.SCRIPTS_UPDATED: "ScriptsUpdated",
+    Kind.SYNC_FAILED: "SyncFailed",
+    Kind.SYNC_RECOVERED: "SyncRecovered",
+    Kind.EDITS_HELD: "LocalEditsHeld",
+    Kind.EDITS_CONFLICT: "LocalEditsConflict",
+    Kind.CHECK_DOWN: "NodePortDown",
+    Kind.CHECK_UP: "NodePortUp",
 }
 MAX_MESSAGE = 1024
 SIMILAR_MAX = 10  # different messages of one (type, reason) before they are combined (client-go's default)

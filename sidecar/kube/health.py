@@ -6,7 +6,7 @@ import asyncio
 import random
 
 from sidecar import logs
-from sidecar.bus import Event
+from sidecar.events import Event
 from sidecar.state import KubeState
 
 log = logs.get("kube")

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from fakekube import POD, FakeKube, client, kube_settings, pod, serving, until
 
+from sidecar.backoff import Backoff
 from sidecar.events import CheckDown, ScriptsSeeded, ScriptsUpdated
 from sidecar.kube.annotations import REVISION, SOURCE, AnnotationsJob
-from sidecar.kube.health import Backoff, Health
+from sidecar.kube.health import Health
 from sidecar.state import State
 
 
@@ -23,7 +24,7 @@ def fake() -> Iterator[FakeKube]:
 def annotations_job(fake: FakeKube, tmp_path: Path, state: State) -> AnnotationsJob:
     settings = kube_settings(tmp_path)
     api = client(fake, tmp_path, settings, state.kube)
-    return AnnotationsJob(settings, state, api, Health(state.kube), Backoff(0.05, 0.2))
+    return AnnotationsJob(settings, state, api, Health(state.kube), Backoff.doubling(0.05, 0.2))
 
 
 def annotations(fake: FakeKube) -> dict[str, str]:

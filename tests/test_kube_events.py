@@ -12,9 +12,10 @@ import pytest
 import structlog.testing
 from fakekube import NAMESPACE, POD, FakeKube, client, kube_settings, pod, service, serving, until
 
+from sidecar.backoff import Backoff
 from sidecar.events import CheckDown, CheckUp, FilesChanged, ScriptsSeeded, SyncFailed
 from sidecar.kube.events import EventsJob
-from sidecar.kube.health import Backoff, Health
+from sidecar.kube.health import Health
 from sidecar.kube.identity import IdentityJob
 from sidecar.state import State
 
@@ -28,7 +29,7 @@ def events_job(fake: FakeKube, tmp_path: Path, **kwargs: Any) -> tuple[State, Ev
     state = State()
     settings = kube_settings(tmp_path)
     api = client(fake, tmp_path, settings, state.kube)
-    kwargs.setdefault("backoff", Backoff(0.05, 0.2))
+    kwargs.setdefault("backoff", Backoff.doubling(0.05, 0.2))
     return state, EventsJob(settings, state, api, Health(state.kube), **kwargs)
 
 

@@ -250,12 +250,43 @@ class KubeState:
 
 
 @dataclass
-class ComponentHealth:
-    """Liveness of one supervised component task."""
+class Activity:
+    """What one part of a component is doing, and by when it must report again (see sidecar.progress)."""
 
+    doing: str
+    since: float  # wall time it started, for /status
+    due: float | None  # monotonic deadline of its next report; None: waiting on something outside, never late
+
+
+@dataclass
+class ComponentHealth:
+    """One supervised component task: written by app.py, except ``activities``, which the component
+    itself writes through its ``Progress`` handle."""
+
+    deadline: float | None = None  # seconds of work without progress before it counts as stuck; None: not tracked
     alive: bool = False
     restarts: int = 0
     last_error: str | None = None
+    stuck: bool = False  # the supervisor has logged it as stuck and not yet as moving again
+    activities: dict[str, Activity] = field(default_factory=dict)  # "" is the component's main activity
+
+    def overdue(self, now: float) -> tuple[str, float] | None:
+        """The activity most past its deadline at monotonic ``now``, and by how many seconds; None if none is."""
+        late = [(a.doing, now - a.due) for a in self.activities.values() if a.due is not None and now > a.due]
+        return max(late, key=lambda item: item[1]) if late else None
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """The ``/status`` view."""
+        late = self.overdue(now)
+        return {
+            "alive": self.alive,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "deadline_seconds": self.deadline,
+            "doing": {part or "main": {"doing": a.doing, "since": _iso(a.since)}
+                      for part, a in self.activities.items()},
+            "overdue_seconds": None if late is None else round(late[1], 3),
+        }
 
 
 @dataclass

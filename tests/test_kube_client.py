@@ -8,22 +8,16 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
-from fakekube import NAMESPACE, POD, SERVICE, FakeKube, client, kube_settings, pod, service, serving
+from fakekube import NAMESPACE, POD, SERVICE, FakeKube, client, kube_settings, service
 
 from sidecar.kube.client import KubeClient, KubeError, detect_mode
 from sidecar.state import KubeState
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKube]:
-    yield from serving()
 
 
 def test_detect_mode(tmp_path: Path) -> None:
@@ -55,7 +49,6 @@ async def test_in_cluster_request_carries_token_over_tls(fake: FakeKube, tmp_pat
 
 
 async def test_kubeconfig_mode(fake: FakeKube, tmp_path: Path) -> None:
-    fake.put(pod())
     path = fake.kubeconfig(tmp_path / "kube")
     state = KubeState()
     api = KubeClient(kube_settings(tmp_path), state, "kubeconfig", {"KUBECONFIG": str(path)})

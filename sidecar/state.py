@@ -1,6 +1,23 @@
 """The in-memory truth: every component writes its part, the HTTP layer and metrics read it.
 
-Nothing here performs I/O. Each component owns one section and is the only writer of it.
+Nothing here performs I/O. Each section has one writer; everyone else only reads it:
+
+- ``scripts``: ``scripts/report.py`` (the outcome of seed and sync) and the sync loop's
+  ``next_sync_time`` and first-publish error (``scripts/sync.py``). Exception, to be moved to the
+  scripts' side: ``watch.py`` rewrites ``local_edits``/``local_edit_files`` after each batch.
+- ``checks[name]``: that check's ``checks/runner.py`` ``CheckRunner``.
+- ``watch``: ``watch.py``.
+- ``hooks[name]``: that hook's runner in ``hooks.py`` (the ``Hooks`` component creates the entries).
+- ``kube``: ``kube/``, one module per field: ``enabled``/``mode`` ``jobs.py``; ``namespace`` and
+  ``first_request_time`` ``client.py``; ``problem``/``problems``/``api_errors`` ``health.py`` (on behalf
+  of every job); ``identity*`` ``identity.py``; ``events_*`` ``events.py``; ``annotations``
+  ``annotations.py``.
+- ``components[name]``, ``loop_lag``, ``shutting_down``: ``app.py`` (the supervisor and its watchdog),
+  except ``components[name].activities``, which the component itself writes through its
+  ``progress.Progress`` handle.
+- ``sync_now`` is a request, not state: set by whoever asks for a sync (``POST /sync`` in
+  ``http/routes.py``, SIGHUP in ``app.py``), cleared by the sync loop that serves it.
+- ``bus`` is the fan-out of events (``sidecar.events``), not state.
 """
 
 from __future__ import annotations

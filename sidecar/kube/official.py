@@ -44,7 +44,7 @@ def _bare_packages() -> dict[str, types.ModuleType]:
 
 
 def module(name: str) -> Any:
-    """Import ``kubernetes.<name>`` (e.g. ``client.rest``) without the package-wide imports."""
+    """Import ``kubernetes.<name>`` (e.g. ``config.kube_config``) without the package-wide imports."""
     bare = _bare_packages()
     try:
         client: Any = sys.modules["kubernetes.client"]

@@ -1,7 +1,7 @@
 """One validated settings object, built from flags, ``SIDECAR_*`` variables and the node's own names.
 
 Every setting is declared once, as a dataclass field whose metadata carries its flag, its
-environment names, its kind and its help text. The parser, the validation and the README's
+environment names, its kind and its help text. The parser, the validation and docs/configuration.md's
 configuration table (``python -m sidecar.docs``) are all driven from that one declaration.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 COMMANDS = ("run", "seed", "check", "status", "version")
 
-# Default node ports by NODE_TYPE, read in the node's set_params.al (see shared/edgelake-facts.md).
+# Default node ports by NODE_TYPE, read in the node's set_params.al (see docs/checks.md).
 NODE_DEFAULT_PORTS: dict[str, tuple[int, int]] = {
     "master": (32048, 32049),
     "operator": (32148, 32149),

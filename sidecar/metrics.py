@@ -60,6 +60,7 @@ class StateCollector:
         yield from self._scripts()
         yield from self._watch_and_hooks()
         yield from self._kube()
+        yield from self._policy()
 
     def _sidecar(self) -> Iterator[Metric]:
         s = self.state
@@ -179,6 +180,24 @@ class StateCollector:
             errors.add_metric([error], count)
         yield errors
         yield CounterMetricFamily(PREFIX + "kube_events", "Events recorded on the pod.", value=k.events_sent)
+
+
+    def _policy(self) -> Iterator[Metric]:
+        p = self.state.policy
+        if not p.enabled:
+            return
+        # Absent until the first answered read: before it nothing is known either way.
+        if p.matches is not None:
+            yield _gauge("node_policy_matches",
+                         "1 when a policy of this node in the network's metadata carries its stable addresses.",
+                         1.0 if p.matches else 0.0)
+        if p.count is not None:
+            yield _gauge("node_policies", "Policies in the network's metadata with this node's name and company.",
+                         p.count)
+        reads = _counter("node_policy_reads", "Reads of the node's policy by result (ok, error).", ["result"])
+        for result, count in sorted(p.reads.items()):
+            reads.add_metric([result], count)
+        yield reads
 
 
 class Exposition:

@@ -41,13 +41,16 @@ class NodeClient(Protocol):
 class PolicyReader:
     """The ``policy`` component: plans reads, sends them, judges the answers."""
 
-    def __init__(self, settings: Settings, state: State, client: NodeClient) -> None:
+    def __init__(self, settings: Settings, state: State, client: NodeClient, *, tick: float = TICK) -> None:
         if not settings.node_type:
             raise ValueError("the policy check needs NODE_TYPE")
         self.settings = settings
         self.state = state
         self.client = client
+        self.tick = tick
         self.kind = compare.policy_type(settings.node_type)
+        p = state.policy
+        p.enabled, p.kind, p.company = True, self.kind, settings.company_name
 
     # -- what to compare with ----------------------------------------------------------------------
     def expected(self) -> tuple[str, dict[str, str]]:
@@ -89,7 +92,6 @@ class PolicyReader:
     async def run(self) -> None:
         """Read when due; forever."""
         p = self.state.policy
-        p.enabled, p.kind, p.company = True, self.kind, self.settings.company_name
         due: float | None = None  # monotonic time of the next read; None while the node is down
         planned_for: tuple[str | None, tuple[tuple[str, str], ...]] | None = None
         while True:
@@ -108,7 +110,7 @@ class PolicyReader:
                     await self.read_once()
                     due = time.monotonic() + self.settings.policy_interval
             p.next_read_time = None if due is None else time.time() + max(0.0, due - time.monotonic())
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(self.tick)
 
     async def read_once(self) -> None:
         """One read of the node's policies, judged and recorded."""

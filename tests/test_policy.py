@@ -142,6 +142,7 @@ async def test_verdict_follows_the_service_address_and_the_node(fake: FakeKube, 
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    assert pod_.kinds() == [PolicyDrift, DuplicatePolicies, PolicyMatches]
     events = {e["reason"]: e for e in fake.events()}
     assert sorted(events) == ["DuplicatePolicies", "PolicyDrift", "PolicyMatches"]
     assert events["PolicyDrift"]["type"] == "Warning" and events["DuplicatePolicies"]["type"] == "Warning"
@@ -241,3 +242,37 @@ async def test_metrics_show_the_verdict(fake: FakeKube, node: FakeNode, tmp_path
     assert "edgelake_sidecar_node_policy_matches 1.0" in text
     assert "edgelake_sidecar_node_policies 2.0" in text
     assert 'edgelake_sidecar_node_policy_reads_total{result="ok"} 1.0' in text
+
+
+def test_the_running_sidecar_reads_reports_and_gates_on_the_policy(tmp_path: Path, sidecar_factory: Any) -> None:
+    """The whole process: the component starts from the settings, reads after the node comes up, and
+    reads again after the node restarts; /status, /metrics and /readyz follow."""
+    from tests.conftest import ROOT
+
+    with FakeNode("el-op") as node:
+        def declared(local_ip: str) -> dict[str, Any]:
+            return policy("operator", "el-op", local_ip=local_ip, port=node.tcp.port, rest_port=node.rest.port,
+                          broker_port=None, id=local_ip)
+
+        book = PolicyBook(declared("192.0.2.5"))
+        install(node, book)
+        sc = sidecar_factory(
+            ["--fallback-dir", str(ROOT / "examples" / "deployment-scripts"), "--link", str(tmp_path / "vol" / "s"),
+             "--kube", "off", "--tcp-port", str(node.tcp.port), "--rest-port", str(node.rest.port),
+             "--rest-interval", "0.2", "--rest-failure-threshold", "1", "--check-jitter", "0",
+             "--policy-delay", "0", "--ready-checks", "rest,policy"],
+            env={"NODE_TYPE": "operator", "NODE_NAME": "el-op", "OVERLAY_IP": "192.0.2.5"})
+        sc.wait_for(lambda: sc.status()["node"]["policy"]["verdict"] == "match", what="policy match")
+        sc.wait_for(lambda: sc.get("/readyz")[0] == 200, what="ready")
+        assert "edgelake_sidecar_node_policy_matches 1.0" in sc.get("/metrics")[1]
+        # The node restarts and, as a node without a stable address would, declares itself anew.
+        node.rest.close()
+        sc.wait_for(lambda: sc.status()["checks"]["rest"]["up"] is False, what="rest down")
+        book.set(declared(OLD_POD_IP))
+        node.rest.open()
+        sc.wait_for(lambda: sc.status()["node"]["policy"]["verdict"] == "drift", what="policy drift")
+        code, body = sc.get("/readyz?verbose")
+        assert code == 503
+        assert f"[-]policy failed: policy {OLD_POD_IP} differs: local_ip {OLD_POD_IP} (expected 192.0.2.5)" in body
+        assert "edgelake_sidecar_node_policy_matches 0.0" in sc.get("/metrics")[1]
+        assert len(book.reads) == 2

@@ -68,6 +68,16 @@ class Pod:
         return out
 
 
+async def started(fake: FakeKube, node: FakeNode, tmp_path: Path, *policies: dict[str, Any],
+                  args: tuple[str, ...] = ("--node-name", "el-op")) -> tuple[Pod, PolicyBook]:
+    """A pod whose identity file is written, beside a node that holds ``policies``."""
+    book = PolicyBook(*policies)
+    install(node, book)
+    pod_ = Pod(fake, node, tmp_path, *args)
+    await pod_.identity.refresh()
+    return pod_, book
+
+
 def blockchain_lines(node: FakeNode) -> list[str]:
     return [line for line in node.counters()["event_log"] if "blockchain get" in line]
 
@@ -80,10 +90,8 @@ def blockchain_lines(node: FakeNode) -> list[str]:
 ])
 async def test_each_verdict(fake: FakeKube, node: FakeNode, tmp_path: Path, policies: tuple[dict[str, Any], ...],
                             verdict: str, matches: bool, count: int, events: list[type[Event]]) -> None:
-    book = PolicyBook(*policies, policy("operator", "el-other", local_ip=CLUSTER_IP, id="other"))
-    install(node, book)
-    pod_ = Pod(fake, node, tmp_path, "--node-name", "el-op")
-    await pod_.identity.refresh()
+    pod_, book = await started(fake, node, tmp_path, *policies,
+                               policy("operator", "el-other", local_ip=CLUSTER_IP, id="other"))
     await pod_.reader.read_once()
     p = pod_.state.policy
     assert (p.verdict, p.matches, p.count, p.last_error) == (verdict, matches, count, None)
@@ -106,10 +114,7 @@ async def test_each_verdict(fake: FakeKube, node: FakeNode, tmp_path: Path, poli
 async def test_verdict_follows_the_service_address_and_the_node(fake: FakeKube, node: FakeNode,
                                                                 tmp_path: Path) -> None:
     """The story the check exists for: the Service changes, the node restarts and declares again."""
-    book = PolicyBook(MATCHING)
-    install(node, book)
-    pod_ = Pod(fake, node, tmp_path, "--node-name", "el-op")
-    await pod_.identity.refresh()
+    pod_, book = await started(fake, node, tmp_path, MATCHING)
     tasks = [asyncio.create_task(pod_.reader.run()), asyncio.create_task(pod_.events.run())]
     p = pod_.state.policy
     try:
@@ -174,10 +179,7 @@ async def test_without_kubernetes_the_shared_environment_is_the_identity(node: F
 
 async def test_the_name_the_node_reports_is_used_without_node_name(fake: FakeKube, node: FakeNode,
                                                                    tmp_path: Path) -> None:
-    book = PolicyBook(MATCHING)
-    install(node, book)
-    pod_ = Pod(fake, node, tmp_path)
-    await pod_.identity.refresh()
+    pod_, book = await started(fake, node, tmp_path, MATCHING, args=())
     await pod_.reader.read_once()
     assert pod_.state.policy.last_error == "the node's name is unknown: set NODE_NAME"
     assert book.reads == []  # nothing to ask without a name
@@ -188,10 +190,7 @@ async def test_the_name_the_node_reports_is_used_without_node_name(fake: FakeKub
 
 async def test_a_refused_or_garbled_answer_is_an_error_and_keeps_the_verdict(fake: FakeKube, node: FakeNode,
                                                                              tmp_path: Path) -> None:
-    book = PolicyBook(MATCHING)
-    install(node, book)
-    pod_ = Pod(fake, node, tmp_path, "--node-name", "el-op")
-    await pod_.identity.refresh()
+    pod_, book = await started(fake, node, tmp_path, MATCHING)
     await pod_.reader.read_once()
     p = pod_.state.policy
     assert p.verdict == "match"
@@ -232,11 +231,9 @@ async def test_readiness_waits_for_a_matching_policy_only_when_asked(fake: FakeK
 async def test_metrics_show_the_verdict(fake: FakeKube, node: FakeNode, tmp_path: Path) -> None:
     from sidecar.metrics import Exposition
 
-    install(node, PolicyBook(DRIFTED, MATCHING))
-    pod_ = Pod(fake, node, tmp_path, "--node-name", "el-op")
+    pod_, _ = await started(fake, node, tmp_path, DRIFTED, MATCHING)
     text = Exposition(pod_.settings, pod_.state).render().decode()
     assert "node_policy_matches" not in text  # unknown before the first read, not "0"
-    await pod_.identity.refresh()
     await pod_.reader.read_once()
     text = Exposition(pod_.settings, pod_.state).render().decode()
     assert "edgelake_sidecar_node_policy_matches 1.0" in text

@@ -132,6 +132,7 @@ class Endpoints:
             "watch": s.watch.as_dict(),
             "hooks": {name: h.as_dict() for name, h in s.hooks.items()},
             "kube": s.kube.as_dict(),
+            "node": {"policy": s.policy.as_dict()},
             "components": {name: h.as_dict(time.monotonic()) for name, h in s.components.items()},
             "loop_lag_seconds": round(s.loop_lag, 4),
         }

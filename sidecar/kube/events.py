@@ -38,6 +38,9 @@ REASONS = {  # the kinds a person wants in `kubectl describe pod`, with their Ev
     Kind.EDITS_CONFLICT: "LocalEditsConflict",
     Kind.CHECK_DOWN: "NodePortDown",
     Kind.CHECK_UP: "NodePortUp",
+    Kind.POLICY_DRIFT: "PolicyDrift",
+    Kind.DUPLICATE_POLICIES: "DuplicatePolicies",
+    Kind.POLICY_MATCHES: "PolicyMatches",
 }
 MAX_MESSAGE = 1024
 SIMILAR_MAX = 10  # different messages of one (type, reason) before they are combined (client-go's default)

@@ -151,13 +151,7 @@ class _Connection(asyncio.Protocol):
             # reads: the sweep aborts the connection once this deadline passes.
             self.deadline = time.monotonic() + self.server.header_timeout
             self.transport.close()
-
-    def evict(self) -> None:
-        """Make room for a newcomer: close, or abort a connection already closing."""
-        if self.closing and self.transport is not None:
-            self.transport.abort()
-        else:
-            self.close()
+            self.server._released(self)
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:
@@ -272,7 +266,10 @@ class HttpServer:
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.on_error = on_error
-        self._conns: set[_Connection] = set()
+        self._conns: set[_Connection] = set()  # open, counted against max_connections
+        # Closed, their last answer still going out; oldest first. Out of _conns at once: a flood's
+        # evicted connections neither take the places of newcomers nor lengthen the victim search.
+        self._draining: dict[_Connection, None] = {}
         self._tasks: set[asyncio.Future[Response]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -290,7 +287,7 @@ class HttpServer:
             if victim is None:  # every connection is being answered: the newcomer waits its turn elsewhere
                 conn.close()
                 return
-            victim.evict()
+            victim.close()
             self.evictions += 1
         self._conns.add(conn)
 
@@ -305,12 +302,23 @@ class HttpServer:
     def _sweep(self) -> None:
         """Close every connection whose deadline passed; runs every SWEEP seconds while serving."""
         now = time.monotonic()
-        for conn in list(self._conns):
+        for conn in [*self._conns, *self._draining]:
             conn.expired(now)
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP, self._sweep)
 
+    def _released(self, conn: _Connection) -> None:
+        """``conn`` is closing: it no longer counts; past max_connections draining, the oldest is aborted."""
+        self._conns.discard(conn)
+        self._draining[conn] = None
+        while len(self._draining) > self.max_connections:
+            oldest = next(iter(self._draining))
+            del self._draining[oldest]
+            if oldest.transport is not None:
+                oldest.transport.abort()
+
     def _closed(self, conn: _Connection) -> None:
         self._conns.discard(conn)
+        self._draining.pop(conn, None)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (``port`` 0 picks one); return the bound port."""

@@ -1,4 +1,4 @@
-"""Writes the README's configuration table from the settings declarations: ``python -m sidecar.docs``.
+"""Writes the configuration table from the settings declarations: ``python -m sidecar.docs``.
 
 The test suite runs :func:`render` and fails when the README is out of date.
 """
@@ -26,6 +26,8 @@ def table() -> str:
             shown = "unset"
         elif isinstance(default, bool):
             shown = "true" if default else "false"
+        elif meta["kind"] == "duration":
+            shown = f"`{default:g}s`"
         else:
             shown = f"`{default}`"
         flag = f"`{meta['flag']}`" + (f" / `--no-{meta['flag'][2:]}`" if meta["kind"] == "bool" else "")

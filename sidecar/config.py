@@ -568,7 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         command = sub.add_parser(name, parents=[common], help=COMMAND_HELP.get(name),
-                                 description=COMMAND_HELP.get(name), allow_abbrev=False)
+                                 description=COMMAND_HELP.get(name), allow_abbrev=False,
+                                 epilog="Seconds also take durations: 30s, 5m, 1h30m, 500ms. A true/false flag "
+                                        "takes a value too: --watch false.")
         if name == "status":
             command.add_argument("-o", "--output", choices=OUTPUTS, default="summary",
                                  help="`summary` (default), or everything as `json` or `yaml`")

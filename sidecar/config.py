@@ -368,6 +368,8 @@ class Settings:
         """Every setting as JSON-ready values; secret files show only whether they are set."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            if f.name == "output":  # how `status` prints, not how the sidecar runs
+                continue
             value = getattr(self, f.name)
             if f.metadata.get("secret"):
                 value = "<set>" if value is not None else None

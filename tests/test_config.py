@@ -245,11 +245,12 @@ def test_help_and_the_bare_command_never_show_a_traceback(args: list[str]) -> No
     (["--git-password-file", "{tmp}", "--git-username", "u"], "--git-password-file: is a folder, not a file"),
     (["--repo", "https://h/x.git\x07"], "--repo: must not contain control characters"),
     (["--rest-port", "8088"], "--rest-port: 8088 is the sidecar's own --http-port"),
-], ids=["token", "password-folder", "repo-control", "port-clash"])
+    (["--fallback-dir", "{tmp}/missing"], "--fallback-dir: no such folder"),
+], ids=["token", "password-folder", "repo-control", "port-clash", "fallback-missing"])
 def test_settings_are_checked_before_the_volume_is_touched(tmp_path: Path, args: list[str], message: str) -> None:
     link = tmp_path / "vol" / "scripts"
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    result = cli(["run", "--link", str(link), "--fallback-dir", FALLBACK, *argv])
+    result = cli(["run", "--link", str(link), "--fallback-dir", FALLBACK, *argv])  # the last --fallback-dir wins
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"edgelake-sidecar: invalid setting: {message}"
                                           + result.stderr.split(message, 1)[1].rstrip("\n")], result.stderr

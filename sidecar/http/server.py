@@ -11,7 +11,9 @@ limits, which fit here:
   ``Content-Length`` up to ``MAX_BODY``; ``Expect: 100-continue`` gets its 100;
 - at most ``max_connections`` open connections: a new one evicts an idle or slow one, taken
   from the peer address that holds the most connections, so one flooding or slow-loris client
-  cannot lock out the kubelet's probes;
+  cannot lock out the kubelet's probes. A closed connection leaves the count at once (its last
+  answer drains beside, at most ``max_connections`` of them), so a newcomer costs the same
+  however fast the flood comes;
 - idle keep-alive connections are closed after ``idle_timeout``;
 - back-pressure: a client that does not read its answers stops being read (the kernel's send
   buffer is capped so this happens after kilobytes, not megabytes, of answers), a connection

@@ -45,8 +45,9 @@ def summary(status: dict[str, Any]) -> str:
     revision = scripts.get("revision") or "-"
     lines = [f"edgelake-sidecar {status.get('version', '?')}, up {_age(status.get('uptime_seconds'))}"]
     if scripts.get("published"):
-        lines.append(f"scripts:  {scripts.get('source') or '?'} {revision[:12]}"
-                     f" (ref {scripts.get('ref') or 'default'}), published {scripts.get('published_time') or '?'}")
+        source = scripts.get("source") or "?"
+        ref = f" (ref {scripts.get('ref') or 'default'})" if source == "git" else ""
+        lines.append(f"scripts:  {source} {revision[:12]}{ref}, published {scripts.get('published_time') or '?'}")
     else:
         lines.append("scripts:  not published yet")
     result = scripts.get("last_sync_result") or "none yet"

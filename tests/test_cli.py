@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from sidecar.cli import summary
 from tests.conftest import ROOT, cli
 
 FALLBACK = str(ROOT / "examples" / "deployment-scripts")
@@ -36,3 +37,27 @@ def test_status_of_no_sidecar_is_one_line_and_exit_1() -> None:
     result = cli(["status", "--http-port", "1"])
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1 and "cannot read http://127.0.0.1:1/status" in result.stderr
+
+
+def test_the_summary_names_what_is_wrong() -> None:
+    status = {
+        "version": "1.2.3", "uptime_seconds": 7384.2,
+        "scripts": {"published": True, "source": "git", "ref": "main", "revision": "a" * 40,
+                    "published_time": "2026-01-01T00:00:00Z", "last_sync_result": "error",
+                    "last_sync_error": "git fetch timed out", "next_sync_time": "2026-01-01T00:01:00Z",
+                    "local_edit_files": ["x.al", "y.al"], "conflict_files": ["x.al"]},
+        "checks": {"tcp": {"up": True}, "rest": {"up": False}, "broker": {"up": None}},
+        "components": {"sync": {"alive": True}, "watch": {"alive": False}},
+        "kube": {"problem": "events: 403 Forbidden"},
+    }
+    assert summary(status).splitlines() == [
+        "edgelake-sidecar 1.2.3, up 2h03m",
+        f"scripts:  git {'a' * 12} (ref main), published 2026-01-01T00:00:00Z",
+        "sync:     last error: git fetch timed out; next 2026-01-01T00:01:00Z",
+        "edits:    2 local, 1 in conflict",
+        "checks:   tcp up, rest down, broker unknown",
+        "stopped:  watch",
+        "kube:     events: 403 Forbidden",
+        "(edgelake-sidecar status -o yaml for everything)",
+    ]
+    assert summary({}).startswith("edgelake-sidecar ?, up ?\nscripts:  not published yet\n")  # any /status shape

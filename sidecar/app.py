@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sidecar import logs
-from sidecar.config import Settings
+from sidecar.config import Settings, node_type_warning
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
+from sidecar.noderest import NodeRest
 from sidecar.state import ComponentHealth, State
 
 log = logs.get("app")
@@ -67,14 +69,16 @@ def build_components(settings: Settings, state: State) -> list[Component]:
     from sidecar.scripts.sync import SyncLoop
 
     components.append(Component("scripts", SyncLoop(settings, state).run))
+    # One client for every REST user (checks and hooks), so the node never sees two requests at once.
+    node_rest = NodeRest(settings.node_host, settings.rest_port) if settings.rest_port is not None else None
     if settings.watch:
         from sidecar.watch import Watcher
 
         components.append(Component("watch", Watcher(settings, state).run))
     if settings.hooks():
-        from sidecar.hooks import Hooks
+        from sidecar.hooks.component import Hooks
 
-        components.append(Component("hooks", Hooks(settings, state).run))
+        components.append(Component("hooks", Hooks(settings, state, node_rest).run))
     if settings.kube != "off":
         from sidecar.kube.jobs import kube_jobs
 
@@ -83,7 +87,7 @@ def build_components(settings: Settings, state: State) -> list[Component]:
         from sidecar.checks.runner import CheckRunner, CheckSpec
 
         for name in settings.enabled_checks():
-            runner = CheckRunner(CheckSpec.from_settings(settings, name), state)
+            runner = CheckRunner(CheckSpec.from_settings(settings, name), state, client=node_rest)
             components.append(Component(f"check-{name}", runner.run))
     return components
 
@@ -104,6 +108,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
         log.error("http_listen_failed", host=settings.http_host, port=settings.http_port, error=str(exc))
         return 1
     log.info("http_listening", host=settings.http_host, port=port)
+    warning = node_type_warning(os.environ)
+    if warning is not None:
+        log.warning("node_type_refused", detail=warning)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,7 +16,8 @@ class Event:
     """Something a person or a hook may care about.
 
     ``kind`` is one of: ``scripts-seeded``, ``scripts-updated``, ``sync-failed``, ``sync-recovered``,
-    ``edits-held``, ``edits-conflict``, ``files-changed``, ``check-down``, ``check-up``.
+    ``edits-held``, ``edits-conflict``, ``files-changed``, ``check-down``, ``check-up``,
+    ``node-livez-failing``, ``node-livez-ok``, ``hook-refused``.
     ``warning`` marks events that mean something is wrong.
     """
 

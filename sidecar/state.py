@@ -56,6 +56,8 @@ class ScriptsState:
     """Written by scripts/ (seed and sync)."""
 
     published: bool = False
+    # Set together with ``published`` the first time: the node checks wait on it.
+    published_event: asyncio.Event = field(default_factory=asyncio.Event)
     source: str | None = None  # git | fallback | adopted
     ref: str | None = None
     revision: str | None = None
@@ -177,11 +179,11 @@ class WatchState:
 
 @dataclass
 class HookState:
-    """Written by hooks.py, one per configured hook (named ``<trigger>-<action>``, e.g. ``change-rest``)."""
+    """Written by hooks/runner.py, one per configured hook (named ``<trigger>-<action>``, e.g. ``change-rest``)."""
 
     name: str
     triggers: int = 0  # triggers received; runs stay far fewer because pending triggers coalesce
-    runs: Counter[str] = field(default_factory=Counter)  # ok | error | timeout | skipped
+    runs: Counter[str] = field(default_factory=Counter)  # ok | error | timeout | refused | skipped
     duration: Histogram = field(default_factory=Histogram)
     last_result: str | None = None
     last_error: str | None = None
@@ -189,6 +191,7 @@ class HookState:
     consecutive_failures: int = 0
     next_retry_time: float | None = None  # set while a failed run waits out its backoff
     pending: bool = False
+    stopped: bool = False  # the last trigger was refused too often and dropped; waits for the next
 
     def as_dict(self) -> dict[str, Any]:
         """The ``/status`` view."""
@@ -201,6 +204,7 @@ class HookState:
             "consecutive_failures": self.consecutive_failures,
             "next_retry_time": _iso(self.next_retry_time),
             "pending": self.pending,
+            "stopped": self.stopped,
         }
 
 

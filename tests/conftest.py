@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.fakenode import FakeNode
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -195,3 +197,10 @@ def mosquitto(tmp_path: Path) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def node() -> Iterator[FakeNode]:
+    """The stand-in EdgeLake node (tests/fakenode.py) on free loopback ports, named ``el-test``."""
+    with FakeNode("el-test") as fake:
+        yield fake

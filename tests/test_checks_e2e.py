@@ -18,7 +18,7 @@ FALLBACK = str(ROOT / "examples" / "deployment-scripts")
 
 @pytest.fixture
 def node() -> Iterator[FakeNode]:
-    with FakeNode("el-e2e") as fake:
+    with FakeNode("el-test") as fake:
         yield fake
 
 
@@ -38,7 +38,7 @@ def test_probes_follow_the_node(node: FakeNode, tmp_path: Path, sidecar_factory:
     assert sc.get("/node/livez")[0] == 200
     checks = sc.status()["checks"]
     assert {name: c["up"] for name, c in checks.items()} == {"tcp": True, "rest": True, "broker": True}
-    assert checks["rest"]["node_name"] == f"el-e2e@127.0.0.1:{node.tcp.port}"
+    assert checks["rest"]["node_name"] == f"el-test@127.0.0.1:{node.tcp.port}"
     assert checks["tcp"]["recent"][0]["reason"] == "ok"
 
     node.rest.close()
@@ -82,7 +82,7 @@ def test_check_command(node: FakeNode) -> None:
         ["rest", f"127.0.0.1:{node.rest.port}", "ok", "ok"],
         ["broker", f"127.0.0.1:{node.broker.port}", "ok", "ok"],
     ]
-    assert f"el-e2e@127.0.0.1:{node.tcp.port}" in lines[2]
+    assert f"el-test@127.0.0.1:{node.tcp.port}" in lines[2]
 
     node.broker.close()
     done = cli(["check", *ports])

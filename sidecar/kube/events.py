@@ -37,6 +37,9 @@ REASONS = {
     "edits-conflict": "LocalEditsConflict",
     "check-down": "NodePortDown",
     "check-up": "NodePortUp",
+    "node-livez-failing": "NodeLivenessFailing",
+    "node-livez-ok": "NodeLivenessOk",
+    "hook-refused": "HookRefused",
 }
 MAX_MESSAGE = 1024
 SIMILAR_MAX = 10  # different messages of one (type, reason) before they are combined (client-go's default)

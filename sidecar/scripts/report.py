@@ -14,6 +14,7 @@ def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, se
     s = ws.state.scripts
     first = not s.published
     s.published = True
+    s.published_event.set()
     s.source = rev.source
     s.ref = ws.settings.ref
     s.revision = commit
@@ -32,6 +33,7 @@ def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
     """A revision was already published on the volume at start: record it without an announcement."""
     s = ws.state.scripts
     s.published = True
+    s.published_event.set()
     s.source = rev.source
     s.ref = ws.settings.ref
     s.revision = commit

@@ -238,3 +238,22 @@ def test_node_livez_turning_is_logged_and_announced_once() -> None:
     runner.record(Outcome(True, "ok"), 0.0)
     runner.record(Outcome(True, "ok"), 0.0)
     assert [e.kind for e in drain(events)] == ["check-up", "node-livez-ok"]
+
+
+async def test_node_livez_failing_is_announced_when_it_happens_not_a_run_later() -> None:
+    state = State()
+    events = state.bus.subscribe()
+    runs = 0
+
+    async def failing(timeout: float) -> Outcome:
+        nonlocal runs
+        runs += 1
+        return Outcome(False, "bad-status")
+
+    runner = CheckRunner(spec("rest", 1, interval=30.0, livez_after=0.3, failure_threshold=1), state,
+                         probe=failing)
+    async with running(runner):
+        while (event := await asyncio.wait_for(events.get(), 10)).kind != "node-livez-failing":
+            pass
+        assert runs == 1  # announced between the first run and the second (0.5 s later)
+    assert event.warning

@@ -148,7 +148,13 @@ class CheckRunner:
             await self.once()
             # Measured from the start of the run, so a slow probe does not stretch the period;
             # never negative, so a probe slower than the interval is followed at once, not in a burst.
-            await asyncio.sleep(max(0.0, started + self.next_delay() - loop.time()))
+            wake = started + self.next_delay()
+            crossing = self._livez_crossing()
+            if crossing is not None and crossing < wake:
+                # /node/livez turns 503 between two runs: say so when it happens, not a run later.
+                await asyncio.sleep(max(0.0, crossing - loop.time()))
+                self._node_liveness()
+            await asyncio.sleep(max(0.0, wake - loop.time()))
 
     async def once(self) -> CheckResult:
         """Run the probe once and record the result."""
@@ -178,13 +184,22 @@ class CheckRunner:
                 check.failing_since, check.failing_since_monotonic = result.at, time.monotonic()
             if check.up is not False and check.consecutive_fail >= spec.failure_threshold:
                 self._transition(False, result)
-        if spec.livez_after is not None:
-            self._node_liveness(spec.livez_after)
+        self._node_liveness()
         return result
 
-    def _node_liveness(self, after: float) -> None:
+    def _livez_crossing(self) -> float | None:
+        """When (event-loop time) ``/node/livez`` will start failing if nothing changes, or None."""
+        since = self.check.failing_since_monotonic
+        if self.spec.livez_after is None or since is None or not self.node_live:
+            return None
+        # The loop's clock is time.monotonic(), the clock failing_since_monotonic is on.
+        return since + self.spec.livez_after
+
+    def _node_liveness(self) -> None:
         """Log and announce ``/node/livez`` turning 503 or 200 (it is computed from this check's state)."""
-        part = health.node_liveness_part(self.check, after)
+        if self.spec.livez_after is None:
+            return
+        part = health.node_liveness_part(self.check, self.spec.livez_after)
         if part.ok == self.node_live:
             return
         self.node_live = part.ok

@@ -1,6 +1,6 @@
 """The one REST client that talks to the node: checks, hooks and the ``check`` command all use it.
 
-The node's REST server has 5 worker threads and no read timeout, so:
+The node's REST server has 5 worker threads and no read timeout (docs/checks.md), so:
 - at most one request is in flight at a time per client, and the sidecar builds one client
   (``app.py``) that it hands to every user;
 - every request has a deadline covering connect, send and the whole answer;

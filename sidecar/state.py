@@ -250,6 +250,54 @@ class KubeState:
         }
 
 
+# --- the node's policy ----------------------------------------------------------------------------
+
+
+@dataclass
+class PolicyState:
+    """Written by policy/runner.py: what the last read of the node's own policy found."""
+
+    enabled: bool = False
+    kind: str | None = None  # the policy type read (operator, master, ...)
+    name: str | None = None  # the node name the policies were looked up by
+    company: str | None = None
+    verdict: str | None = None  # match | drift | missing | duplicates; None before the first answer
+    matches: bool | None = None
+    count: int | None = None  # policies carrying this node's name and company
+    summary: str | None = None  # one sentence: what was found, which field differs
+    policy: dict[str, Any] | None = None  # the policy that speaks for the node (id, addresses, differences)
+    policies: list[dict[str, Any]] = field(default_factory=list)  # every one of them (capped)
+    expected: dict[str, str] = field(default_factory=dict)  # the addresses it should carry
+    expected_source: str | None = None  # kubernetes (the identity file's values) | environment
+    last_read_time: float | None = None  # wall time of the last answered read
+    next_read_time: float | None = None
+    last_error: str | None = None  # why the last read got no verdict (None after a verdict)
+    reads: Counter[str] = field(default_factory=Counter)  # ok | error
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``/status`` view (``node.policy``)."""
+        return {
+            "enabled": self.enabled,
+            "type": self.kind,
+            "name": self.name,
+            "company": self.company,
+            "verdict": self.verdict,
+            "matches": self.matches,
+            "count": self.count,
+            "duplicates": None if self.count is None else self.count > 1,
+            "summary": self.summary,
+            "id": (self.policy or {}).get("id"),
+            "policy": self.policy,
+            "policies": self.policies,
+            "expected": self.expected,
+            "expected_source": self.expected_source,
+            "last_read_time": _iso(self.last_read_time),
+            "next_read_time": _iso(self.next_read_time),
+            "last_error": self.last_error,
+            "reads": dict(self.reads),
+        }
+
+
 # --- the whole ---------------------------------------------------------------------------------------
 
 
@@ -273,6 +321,7 @@ class State:
     watch: WatchState = field(default_factory=WatchState)
     hooks: dict[str, HookState] = field(default_factory=dict)
     kube: KubeState = field(default_factory=KubeState)
+    policy: PolicyState = field(default_factory=PolicyState)
     components: dict[str, ComponentHealth] = field(default_factory=dict)
     loop_lag: float = 0.0
     shutting_down: bool = False

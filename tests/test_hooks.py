@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from sidecar import config
-from sidecar.bus import Event
 from sidecar.config import Settings
+from sidecar.events import Event, HookRefused, ScriptsSeeded, ScriptsUpdated
 from sidecar.hooks.component import Hooks
 from sidecar.hooks.runner import REFUSED_ATTEMPTS
 from sidecar.noderest import NodeRest
@@ -193,7 +193,7 @@ async def test_a_hook_that_hangs_is_killed_and_retried(tmp_path: Path) -> None:
     hooks = hooks_for(settings, state, **FAST)
     h = state.hooks["publish-exec"]
     async with running(hooks.run):
-        state.bus.publish(Event("scripts-updated", "new revision", data={"revision": "abc", "source": "git"}))
+        state.bus.publish(ScriptsUpdated(message="new revision", revision="abc", source="git", path="/s/abc"))
         await eventually(lambda: h.runs["ok"] == 1, what="the retry succeeding")
     assert h.runs["timeout"] == 1
     pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
@@ -213,7 +213,7 @@ async def test_a_failing_hook_backs_off_and_the_latest_trigger_wins(tmp_path: Pa
     try:
         async with running(hooks.run):
             for n in range(150):  # a flood of triggers while the hook fails
-                state.bus.publish(Event("scripts-updated", "new", data={"revision": f"r{n}", "source": "git"}))
+                state.bus.publish(ScriptsUpdated(message="new", revision=f"r{n}", source="git", path=f"/s/r{n}"))
                 await asyncio.sleep(0.01)
             await eventually(lambda: len(receiver.posts) >= 6, what="six attempts")
             arrivals = [t for t, _, _ in receiver.posts]
@@ -246,12 +246,12 @@ async def test_publish_hooks_and_rest_at_seed(tmp_path: Path, node: FakeNode) ->
     state = State()
     hooks = hooks_for(settings, state, **FAST)
     async with running(hooks.run):
-        state.bus.publish(Event("scripts-seeded", "seeded", data={"revision": "r1", "source": "fallback"}))
+        state.bus.publish(ScriptsSeeded(message="seeded", revision="r1", source="fallback", path="/s"))
         await eventually(lambda: len(exec_runs(log)) == 1, what="exec at seed")
         # The node starts after the seed and reads its scripts itself: no REST command then.
         assert node.rest.commands == {} and "publish-rest" in state.hooks
         assert state.hooks["publish-rest"].runs == {}
-        state.bus.publish(Event("scripts-updated", "updated", data={"revision": "r2", "source": "git"}))
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r2", source="git", path="/s"))
         await eventually(lambda: node.rest.processed == [str(main)] and len(exec_runs(log)) == 2,
                          what="both hooks after an update")
         assert node.rest.variables == {"revision": "r2"} and node.log.error_added == 0
@@ -279,7 +279,7 @@ async def test_hung_rest_and_flooding_exec_never_block_the_loop(tmp_path: Path, 
             ticks += 1
 
     async with running(hooks.run, ticker):
-        state.bus.publish(Event("scripts-updated", "updated", data={"revision": "r1"}))
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r1", source="git", path="/s"))
         await eventually(lambda: state.hooks["publish-exec"].runs["ok"] == 1, what="50 MB of output drained")
         at_exec_done = ticks
         await eventually(lambda: state.hooks["publish-rest"].runs["timeout"] == 1, what="REST hook timed out")
@@ -315,16 +315,16 @@ async def test_a_hook_the_node_refuses_stops_until_the_next_trigger(tmp_path: Pa
     hooks = hooks_for(settings, state, **FAST)
     h = state.hooks["publish-rest"]
     async with running(hooks.run):
-        state.bus.publish(Event("scripts-updated", "updated", data={"revision": "r1"}))
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r1", source="git", path="/s"))
         await eventually(lambda: h.stopped, what="the hook stops")
         assert h.runs == {"refused": REFUSED_ATTEMPTS} and h.last_result == "refused"
         assert "err_code 26" in (h.last_error or "") and h.next_retry_time is None and not h.pending
         assert node.log.error_added == REFUSED_ATTEMPTS
         assert h.as_dict()["stopped"] is True
         refused = [e for e in _drain(events) if e.kind == "hook-refused"]
-        assert len(refused) == 1 and refused[0].warning and refused[0].data["hook"] == "publish-rest"
+        assert len(refused) == 1 and isinstance(refused[0], HookRefused) and refused[0].hook == "publish-rest"
 
-        state.bus.publish(Event("scripts-updated", "updated", data={"revision": "r2"}))
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r2", source="git", path="/s"))
         await eventually(lambda: h.runs["refused"] == 2 * REFUSED_ATTEMPTS and h.stopped, what="stops again")
         assert node.log.error_added == 2 * REFUSED_ATTEMPTS  # the node's error log: 3 lines per trigger
 
@@ -339,7 +339,7 @@ async def test_an_unreachable_node_keeps_the_backoff(tmp_path: Path, node: FakeN
     h = state.hooks.setdefault("publish-rest", HookState("publish-rest"))
     node.rest.close()
     async with running(hooks_for(settings, state, **FAST).run):
-        state.bus.publish(Event("scripts-updated", "updated", data={"revision": "r1"}))
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r1", source="git", path="/s"))
         await eventually(lambda: h.runs["error"] > REFUSED_ATTEMPTS, what="more retries than a refusal gets")
         assert not h.stopped
         node.rest.open()
@@ -373,7 +373,7 @@ def test_webhook_secrets_stay_out_of_logs(tmp_path: Path) -> None:
         "import asyncio, json, sys\n"
         "from sidecar import config, logs\n"
         "logs.setup('debug', 'json')\n"
-        "from sidecar.bus import Event\n"
+        "from sidecar.events import ScriptsUpdated\n"
         "from sidecar.hooks.component import Hooks\n"
         "from sidecar.state import State\n"
         "async def main():\n"
@@ -383,7 +383,7 @@ def test_webhook_secrets_stay_out_of_logs(tmp_path: Path) -> None:
         "    st = State()\n"
         "    hooks = Hooks(s, st, None)\n"
         "    task = asyncio.create_task(hooks.run())\n"
-        "    st.bus.publish(Event('scripts-updated', 'x', data={'revision': 'r'}))\n"
+        "    st.bus.publish(ScriptsUpdated(message='x', revision='r', source='git', path='/tmp/x'))\n"
         "    while not st.hooks['publish-webhook'].runs:\n"
         "        await asyncio.sleep(0.02)\n"
         "    task.cancel()\n"

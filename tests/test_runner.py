@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from sidecar.bus import Event
 from sidecar.checks.outcome import Outcome
 from sidecar.checks.runner import RETRY_INITIAL, CheckRunner, CheckSpec
+from sidecar.events import CheckDown, Event, Kind, NodeLivezFailing
 from sidecar.noderest import NodeRest
 from sidecar.state import State
 from tests.fakenode import FakeNode
@@ -24,7 +24,7 @@ def runner_for(name: str, node: FakeNode, state: State, **kw: float) -> CheckRun
 
 def spec(name: str, port: int, **kw: float) -> CheckSpec:
     # timeout 3 s, the default: rapid connects to a backlog of 5 sometimes wait for a 1 s SYN retry,
-    # on the real node (shared/edgelake-facts.md) and on the stand-in alike.
+    # on the real node (docs/checks.md) and on the stand-in alike.
     values: dict[str, float] = {"interval": 0.05, "timeout": 3.0, "failure_threshold": 3, "success_threshold": 1,
                                 "initial_delay": 0.0, "jitter": 0.0}
     values.update(kw)
@@ -59,8 +59,9 @@ async def test_thresholds_and_transition_events(node: FakeNode) -> None:
         assert result.reason == "not-listening"
         assert check.up is expected
     down = drain(events)
-    assert [e.kind for e in down] == ["check-down"]
-    assert down[0].warning and down[0].data["check"] == "tcp" and down[0].data["reason"] == "not-listening"
+    assert [e.kind for e in down] == [Kind.CHECK_DOWN]
+    assert isinstance(down[0], CheckDown) and down[0].warning
+    assert (down[0].check, down[0].reason, down[0].failures) == ("tcp", "not-listening", 3)
     assert check.failing_since is not None and check.consecutive_fail == 3
 
     await runner.once()
@@ -71,7 +72,7 @@ async def test_thresholds_and_transition_events(node: FakeNode) -> None:
     assert check.up is False  # recovering needs two successes
     await runner.once()
     assert check.up is True and check.failing_since is None and check.failing_since_monotonic is None
-    assert [e.kind for e in drain(events)] == ["check-up"]
+    assert [e.kind for e in drain(events)] == [Kind.CHECK_UP]
     assert check.results == {"ok": 4, "not-listening": 4}
     assert check.transitions == 3 and check.duration.count == 8
 
@@ -226,18 +227,18 @@ def test_node_livez_turning_is_logged_and_announced_once() -> None:
     events = state.bus.subscribe()
     runner = CheckRunner(spec("rest", 1, livez_after=0.2, failure_threshold=1), state, probe=_never)
     runner.record(Outcome(False, "refused"), 0.0)
-    assert [e.kind for e in drain(events)] == ["check-down"]  # failing, not for long yet
+    assert [e.kind for e in drain(events)] == [Kind.CHECK_DOWN]  # failing, not for long yet
     started = state.checks["rest"].failing_since_monotonic
     assert started is not None
     state.checks["rest"].failing_since_monotonic = started - 1  # as if the failures had lasted a second
     for _ in range(3):
         runner.record(Outcome(False, "refused"), 0.0)
     failing = drain(events)
-    assert [e.kind for e in failing] == ["node-livez-failing"] and failing[0].warning
-    assert "refused for" in failing[0].message
+    assert [e.kind for e in failing] == [Kind.NODE_LIVEZ_FAILING] and failing[0].warning
+    assert isinstance(failing[0], NodeLivezFailing) and failing[0].reason.startswith("refused for")
     runner.record(Outcome(True, "ok"), 0.0)
     runner.record(Outcome(True, "ok"), 0.0)
-    assert [e.kind for e in drain(events)] == ["check-up", "node-livez-ok"]
+    assert [e.kind for e in drain(events)] == [Kind.CHECK_UP, Kind.NODE_LIVEZ_OK]
 
 
 async def test_node_livez_failing_is_announced_when_it_happens_not_a_run_later() -> None:
@@ -253,7 +254,7 @@ async def test_node_livez_failing_is_announced_when_it_happens_not_a_run_later()
     runner = CheckRunner(spec("rest", 1, interval=30.0, livez_after=0.3, failure_threshold=1), state,
                          probe=failing)
     async with running(runner):
-        while (event := await asyncio.wait_for(events.get(), 10)).kind != "node-livez-failing":
+        while (event := await asyncio.wait_for(events.get(), 10)).kind != Kind.NODE_LIVEZ_FAILING:
             pass
         assert runs == 1  # announced between the first run and the second (0.5 s later)
     assert event.warning

@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass
 
 from sidecar import health, logs
-from sidecar.bus import Event
 from sidecar.checks import broker, tcp
 from sidecar.checks.outcome import NOT_LISTENING, Outcome, Probe, failure
 from sidecar.checks.rest import RestProbe
 from sidecar.config import Settings
+from sidecar.events import CheckDown, CheckUp, NodeLivezFailing, NodeLivezOk
 from sidecar.noderest import NodeRest
 from sidecar.state import CheckResult, CheckState, State
 
@@ -205,13 +205,12 @@ class CheckRunner:
         self.node_live = part.ok
         if part.ok:
             log.info("node_livez_ok", target=self.spec.target)
-            self.state.bus.publish(Event("node-livez-ok", f"node REST port {self.spec.target} answers again: "
-                                         "/node/livez passes", data={"check": "rest"}))
+            self.state.bus.publish(NodeLivezOk(message=f"node REST port {self.spec.target} answers again: "
+                                               "/node/livez passes"))
         else:
             log.warning("node_livez_failing", target=self.spec.target, reason=part.reason)
-            self.state.bus.publish(Event("node-livez-failing", f"/node/livez fails: node REST port "
-                                         f"{self.spec.target} {part.reason}", warning=True,
-                                         data={"check": "rest", "reason": part.reason}))
+            self.state.bus.publish(NodeLivezFailing(message=f"/node/livez fails: node REST port "
+                                                    f"{self.spec.target} {part.reason}", reason=part.reason))
 
     def _transition(self, up: bool, result: CheckResult) -> None:
         check, name = self.check, self.spec.name
@@ -221,17 +220,14 @@ class CheckRunner:
         if up:
             log.info("check_up", check=name, target=self.spec.target, first=first)
             if not first:  # "up" at start-up is not news; an Event for it would be noise
-                self.state.bus.publish(Event("check-up", f"node {name} port {self.spec.target} is up again",
-                                             data={"check": name, "reason": "ok"}))
+                self.state.bus.publish(CheckUp(message=f"node {name} port {self.spec.target} is up again", check=name))
             return
         log.warning("check_down", check=name, target=self.spec.target, reason=result.reason,
                     detail=result.detail, failures=check.consecutive_fail)
-        self.state.bus.publish(Event(
-            "check-down",
-            f"node {name} port {self.spec.target} is down: {result.reason}"
+        self.state.bus.publish(CheckDown(
+            message=f"node {name} port {self.spec.target} is down: {result.reason}"
             + (f" ({result.detail})" if result.detail else ""),
-            warning=True,
-            data={"check": name, "reason": result.reason, "failures": check.consecutive_fail},
+            check=name, reason=result.reason, failures=check.consecutive_fail,
         ))
 
 

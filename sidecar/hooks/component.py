@@ -6,8 +6,8 @@ import asyncio
 import shlex
 from fnmatch import fnmatchcase
 
-from sidecar.bus import Event
 from sidecar.config import Settings
+from sidecar.events import Event, FilesChanged, ScriptsPublished, ScriptsSeeded
 from sidecar.hooks.process import ExecAction
 from sidecar.hooks.rest import RestAction
 from sidecar.hooks.runner import HookRunner
@@ -15,8 +15,6 @@ from sidecar.hooks.trigger import Action, Trigger
 from sidecar.hooks.webhook import WebhookAction
 from sidecar.noderest import NodeRest
 from sidecar.state import HookState, State
-
-PUBLISH_EVENTS = ("scripts-seeded", "scripts-updated")
 
 
 def _action(kind: str, value: str, settings: Settings, client: NodeRest | None) -> Action:
@@ -54,19 +52,18 @@ class Hooks:
 
     def dispatch(self, event: Event) -> None:
         """Submit the triggers one event means; events of other kinds are ignored."""
-        data = event.data
-        if event.kind == "files-changed":
+        if isinstance(event, FilesChanged):
             glob = self.settings.on_change_glob
-            changes = {p: k for p, k in data.get("kinds", {}).items() if fnmatchcase(p, glob)}
+            changes = {p: k for p, k in event.changes.items() if fnmatchcase(p, glob)}
             if changes:
-                trigger = Trigger("change", event.kind, data.get("revision"), changes=changes)
+                trigger = Trigger("change", event.kind, event.revision, changes=changes)
                 for runner in self.runners["change"]:
                     runner.submit(trigger)
-        elif event.kind in PUBLISH_EVENTS:
-            trigger = Trigger("publish", event.kind, data.get("revision"), data.get("source"))
+        elif isinstance(event, ScriptsPublished):
+            trigger = Trigger("publish", event.kind, event.revision, event.source)
             for runner in self.runners["publish"]:
                 # At seed the node has not started yet (it starts after /startupz) and reads the
                 # scripts itself: processing them through REST too would run them twice.
-                if event.kind == "scripts-seeded" and runner.action.kind == "rest":
+                if isinstance(event, ScriptsSeeded) and runner.action.kind == "rest":
                     continue
                 runner.submit(trigger)

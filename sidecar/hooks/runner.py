@@ -15,7 +15,9 @@ import asyncio
 import time
 
 from sidecar import logs, procs
-from sidecar.bus import Bus, Event
+from sidecar.backoff import Backoff
+from sidecar.bus import Bus
+from sidecar.events import HookRefused as HookRefusedEvent
 from sidecar.hooks.trigger import Action, HookError, HookRefused, HookSkipped, Trigger
 from sidecar.state import HookState
 
@@ -38,9 +40,8 @@ class HookRunner:
         self.hs = hook_state
         self.bus = bus
         self.timeout = timeout
-        self.backoff_max = backoff_max
+        self.backoff = Backoff.doubling(backoff_initial, backoff_max)
         self.min_interval = min_interval
-        self.backoff_initial = backoff_initial
         self._pending: Trigger | None = None
         self._wake = asyncio.Event()
 
@@ -82,7 +83,7 @@ class HookRunner:
             # The failed trigger waits again, under anything newer that arrived during the run.
             self._pending = trigger if self._pending is None else trigger.merged(self._pending)
             self.hs.pending = True
-            delay = min(self.backoff_max, self.backoff_initial * 2 ** (self.hs.consecutive_failures - 1))
+            delay = self.backoff.delay(self.hs.consecutive_failures)
             self.hs.next_retry_time = time.time() + delay
             await asyncio.sleep(delay)  # new triggers do not cut a backoff short
             self.hs.next_retry_time = None
@@ -95,9 +96,9 @@ class HookRunner:
         hs.next_retry_time = None
         log.warning("hook_stopped", hook=self.name, attempts=REFUSED_ATTEMPTS, error=hs.last_error,
                     revision=trigger.revision, changes=len(trigger.changes))
-        self.bus.publish(Event("hook-refused", f"hook {self.name} stopped after {REFUSED_ATTEMPTS} refused attempts "
-                               f"until the next trigger: {hs.last_error}", warning=True,
-                               data={"hook": self.name, "error": hs.last_error}))
+        self.bus.publish(HookRefusedEvent(
+            message=f"hook {self.name} stopped after {REFUSED_ATTEMPTS} refused attempts until the next trigger: "
+                    f"{hs.last_error}", hook=self.name, error=hs.last_error or ""))
 
     async def _attempt(self, trigger: Trigger) -> str:
         """Run the action once and record the outcome: ``ok``, ``skipped``, ``refused``, ``error`` or ``timeout``."""

@@ -144,6 +144,7 @@ class Endpoints:
             "watch": s.watch.as_dict(),
             "hooks": {name: h.as_dict() for name, h in s.hooks.items()},
             "kube": s.kube.as_dict(),
+            "node": {"policy": s.policy.as_dict()},
             "components": {
                 name: {"alive": h.alive, "restarts": h.restarts, "last_error": h.last_error}
                 for name, h in s.components.items()

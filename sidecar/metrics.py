@@ -9,6 +9,7 @@ scrape rather than at start-up.
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
@@ -20,7 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from sidecar import __version__, health
+from sidecar import __version__, health, progress
 from sidecar.config import Settings
 from sidecar.state import Histogram, State
 
@@ -79,14 +80,18 @@ class StateCollector:
         up = _gauge("component_up", "1 while a component task is running.", labels=["component"])
         restarts = _counter("component_restarts", "Times a component task failed and was restarted.",
                             ["component"])
+        stuck = _gauge("component_stuck", "1 while a component's work is past its progress deadline.",
+                       labels=["component"])
+        now = time.monotonic()
         for name, comp in sorted(s.components.items()):
             up.add_metric([name], 1.0 if comp.alive else 0.0)
             restarts.add_metric([name], comp.restarts)
-        yield up
-        yield restarts
+            stuck.add_metric([name], 0.0 if comp.overdue(now) is None else 1.0)
+        yield from (up, restarts, stuck)
 
     def _probes(self) -> Iterator[Metric]:
         verdicts = {
+            "livez": not progress.liveness(self.settings, self.state),
             "startupz": health.all_ok(health.startup(self.settings, self.state)),
             "readyz": health.all_ok(health.readiness(self.settings, self.state)),
             "node_livez": health.node_liveness(self.settings, self.state).ok,

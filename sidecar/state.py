@@ -1,6 +1,23 @@
 """The in-memory truth: every component writes its part, the HTTP layer and metrics read it.
 
-Nothing here performs I/O. Each component owns one section and is the only writer of it.
+Nothing here performs I/O. Each section has one writer; everyone else only reads it:
+
+- ``scripts``: ``scripts/report.py`` (the outcome of seed and sync) and the sync loop's
+  ``next_sync_time`` and first-publish error (``scripts/sync.py``). Exception, to be moved to the
+  scripts' side: ``watch.py`` rewrites ``local_edits``/``local_edit_files`` after each batch.
+- ``checks[name]``: that check's ``checks/runner.py`` ``CheckRunner``.
+- ``watch``: ``watch.py``.
+- ``hooks[name]``: that hook's runner in ``hooks.py`` (the ``Hooks`` component creates the entries).
+- ``kube``: ``kube/``, one module per field: ``enabled``/``mode`` ``jobs.py``; ``namespace`` and
+  ``first_request_time`` ``client.py``; ``problem``/``problems``/``api_errors`` ``health.py`` (on behalf
+  of every job); ``identity*`` ``identity.py``; ``events_*`` ``events.py``; ``annotations``
+  ``annotations.py``.
+- ``components[name]``, ``loop_lag``, ``shutting_down``: ``app.py`` (the supervisor and its watchdog),
+  except ``components[name].activities``, which the component itself writes through its
+  ``progress.Progress`` handle.
+- ``sync_now`` is a request, not state: set by whoever asks for a sync (``POST /sync`` in
+  ``http/routes.py``, SIGHUP in ``app.py``), cleared by the sync loop that serves it.
+- ``bus`` is the fan-out of events (``sidecar.events``), not state.
 """
 
 from __future__ import annotations
@@ -302,12 +319,43 @@ class PolicyState:
 
 
 @dataclass
-class ComponentHealth:
-    """Liveness of one supervised component task."""
+class Activity:
+    """What one part of a component is doing, and by when it must report again (see sidecar.progress)."""
 
+    doing: str
+    since: float  # wall time it started, for /status
+    due: float | None  # monotonic deadline of its next report; None: waiting on something outside, never late
+
+
+@dataclass
+class ComponentHealth:
+    """One supervised component task: written by app.py, except ``activities``, which the component
+    itself writes through its ``Progress`` handle."""
+
+    deadline: float | None = None  # seconds of work without progress before it counts as stuck; None: not tracked
     alive: bool = False
     restarts: int = 0
     last_error: str | None = None
+    stuck: bool = False  # the supervisor has logged it as stuck and not yet as moving again
+    activities: dict[str, Activity] = field(default_factory=dict)  # "" is the component's main activity
+
+    def overdue(self, now: float) -> tuple[str, float] | None:
+        """The activity most past its deadline at monotonic ``now``, and by how many seconds; None if none is."""
+        late = [(a.doing, now - a.due) for a in self.activities.values() if a.due is not None and now > a.due]
+        return max(late, key=lambda item: item[1]) if late else None
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """The ``/status`` view."""
+        late = self.overdue(now)
+        return {
+            "alive": self.alive,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "deadline_seconds": self.deadline,
+            "doing": {part or "main": {"doing": a.doing, "since": _iso(a.since)}
+                      for part, a in self.activities.items()},
+            "overdue_seconds": None if late is None else round(late[1], 3),
+        }
 
 
 @dataclass

@@ -37,7 +37,7 @@ async def test_tcp_listen_state_opens_no_connection(node: FakeNode) -> None:
 
 
 async def test_tcp_listen_state_sees_a_full_accept_queue(node: FakeNode) -> None:
-    probe = tcp.listen_probe(LOOPBACK, node.tcp.port)
+    probe = tcp.listen_probe([LOOPBACK], node.tcp.port)
     node.tcp.stall()
     fillers = []
     try:
@@ -62,14 +62,20 @@ async def test_tcp_listen_state_sees_a_full_accept_queue(node: FakeNode) -> None
 
 async def test_tcp_listen_state_is_for_this_address_only(node: FakeNode) -> None:
     """A socket listening on 127.0.0.1 is not reachable at 127.0.0.2, nor at another port."""
-    assert not (await tcp.listen_probe(ipaddress.ip_address("127.0.0.2"), node.tcp.port)(3)).ok
-    assert not (await tcp.listen_probe(LOOPBACK, node.tcp.port + 1 if node.tcp.port < 65535 else 1)(3)).ok
+    assert not (await tcp.listen_probe([ipaddress.ip_address("127.0.0.2")], node.tcp.port)(3)).ok
+    assert not (await tcp.listen_probe([LOOPBACK], node.tcp.port + 1 if node.tcp.port < 65535 else 1)(3)).ok
 
 
 def test_own_addresses() -> None:
-    assert tcp.own_address("127.0.0.1") == LOOPBACK
-    assert tcp.own_address("192.0.2.1") is None  # TEST-NET-1: never assigned to this host
-    assert tcp.own_address("no-such-host.invalid") is None
+    assert tcp.own_addresses("127.0.0.1") == [LOOPBACK]
+    assert LOOPBACK in tcp.own_addresses("localhost")  # every address the name stands for
+    assert tcp.own_addresses("192.0.2.1") == []  # TEST-NET-1: never assigned to this host
+    assert tcp.own_addresses("no-such-host.invalid") == []
+
+
+async def test_localhost_finds_a_listener_on_any_of_its_addresses(node: FakeNode) -> None:
+    probe, how = await asyncio.to_thread(tcp.probe_for, "localhost", node.tcp.port)  # listens on 127.0.0.1
+    assert how == "listen-state" and (await probe(3)).ok
 
 
 async def test_tcp_connect_fallback_logs_one_peer_closed_line(node: FakeNode) -> None:

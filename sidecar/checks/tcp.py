@@ -89,33 +89,38 @@ def read_tables(tables: Iterable[Path] = PROC_TABLES) -> list[Listener]:
     return out
 
 
-def own_address(host: str) -> Address | None:
-    """``host`` as an address when it is one of this network namespace's own, else None (blocking).
+def own_addresses(host: str) -> list[Address]:
+    """The addresses ``host`` stands for, when they are this network namespace's own (blocking).
 
     An address is our own exactly when a socket can be bound to it; that also covers the pod's IP.
+    Empty when ``host`` does not resolve or any of its addresses is elsewhere.
     """
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except OSError:
-        return None
+        return []
+    found: list[Address] = []
     for family, _, _, _, sockaddr in infos:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((sockaddr[0], 0))
             except OSError:
-                continue
-        return ipaddress.ip_address(sockaddr[0])
-    return None
+                return []
+        address = ipaddress.ip_address(sockaddr[0])
+        if address not in found:
+            found.append(address)
+    return found
 
 
-def listen_probe(address: Address, port: int, tables: Iterable[Path] = PROC_TABLES) -> Probe:
-    """A probe that reads the LISTEN state of ``address:port``; it opens no connection."""
+def listen_probe(addresses: Iterable[Address], port: int, tables: Iterable[Path] = PROC_TABLES) -> Probe:
+    """A probe that reads the LISTEN state of ``port`` on any of ``addresses``; it opens no connection."""
     paths = tuple(tables)
+    targets = tuple(addresses)
 
     async def probe(timeout: float) -> Outcome:
         async with asyncio.timeout(timeout):
             listeners = await asyncio.to_thread(read_tables, paths)
-        found = [item for item in listeners if serves(item, address, port)]
+        found = [item for item in listeners if any(serves(item, target, port) for target in targets)]
         if not found:
             return Outcome(False, "not-listening", f"no socket listens on port {port}")
         if all(item.full for item in found):
@@ -139,8 +144,7 @@ def connect_probe(host: str, port: int) -> Probe:
 
 def probe_for(host: str, port: int) -> tuple[Probe, str]:
     """The probe for ``host:port`` and how it works (``listen-state`` or ``connect``); blocking."""
-    address = own_address(host)
-    if address is not None and any(table.exists() for table in PROC_TABLES):
-        return listen_probe(address, port), "listen-state"
+    addresses = own_addresses(host)
+    if addresses and any(table.exists() for table in PROC_TABLES):
+        return listen_probe(addresses, port), "listen-state"
     return connect_probe(host, port), "connect"
-

@@ -51,6 +51,8 @@ METHODS: dict[str, str] = {
     "job stop": "POST",
     "file get": "GET",
     "file retrieve": "GET",
+    "file to": "GET",
+    "file from": "GET",
 }
 
 
@@ -177,7 +179,7 @@ class NodeRest:
                                   headers={"User-Agent": USER_AGENT, "command": command, **(headers or {})})
 
     async def health(self, *, timeout: float) -> NodeAnswer:
-        """``GET /health`` without a command: the node answers it and logs nothing."""
+        """``GET /health``: the node answers it and logs nothing, but only without a user agent or command."""
         return await self.request("GET", "/health", timeout=timeout, headers={})
 
     async def request(self, method: str, path: str, *, timeout: float, headers: dict[str, str]) -> NodeAnswer:

@@ -51,6 +51,7 @@ FRAME = 2048
 EVENT_LOG_SIZE = 100
 ERROR_LOG_SIZE = 20
 WRONG_METHOD = 156
+KNOWN_PRODUCTS = ("anylog", "grafana", "curl")
 
 # The node's method table: the first words of a command and the method(s) it takes; a command whose
 # words are not here takes POST (written from the node's own table, independently of the sidecar's).
@@ -60,6 +61,7 @@ NODE_METHODS = {
     "blockchain drop": "post", "query status": "get", "query explain": "get", "query destination": "get",
     "analyze output": "get", "time file get": "get", "time file summary": "get", "job status": "get",
     "job active": "get", "job run": "post", "job stop": "post", "file get": "get", "file retrieve": "get",
+    "file to": "get", "file from": "get",
 }
 
 
@@ -350,14 +352,18 @@ class RestServer(_Server):
         if mode == "bad-status":
             self._send(conn, 500, "Internal Server Error", "Internal error")
             return
-        if method == "GET" and path == "/health":
+        command = headers.get("command", "")
+        agent = headers.get("user-agent", "")
+        # The node answers a path only to a request that names no command and no product it knows
+        # (curl counts as AnyLog, with a default command of get status).
+        product = agent.partition("/")[0].strip().lower()
+        if method == "GET" and path.startswith("/health") and not command and product not in KNOWN_PRODUCTS:
             with self.lock:
                 self.health_checks += 1
             self._send(conn, 200, "OK", json.dumps({"status": "healthy", "service": "anylog-rest-server",
                                                     "timestamp": time.time()}), "application/json")
             return
-        command = headers.get("command", "")
-        if not headers.get("user-agent", "").startswith("AnyLog/") or not command:
+        if not agent.startswith("AnyLog/") or not command:
             self.pings += "command" in headers  # the node treats it as a ping: chunked, and no body at all
             conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
             return

@@ -36,6 +36,9 @@ async def test_what_each_request_leaves_in_the_logs(node: FakeNode) -> None:
     health = _raw(port, b"GET /health HTTP/1.1\r\n\r\n")
     assert health.startswith(b"HTTP/1.1 200") and json.loads(health.split(b"\r\n\r\n", 1)[1])["status"] == "healthy"
     assert (node.log.event_added, node.log.error_added) == (0, 0)
+    # With the AnyLog user agent the path means nothing: a ping, answered empty.
+    ping = _raw(port, b"GET /health HTTP/1.1\r\nUser-Agent: AnyLog/1.23\r\n\r\n")
+    assert ping.startswith(b"HTTP/1.1 200") and b"healthy" not in ping and node.rest.health_checks == 1
 
     assert (await NodeRest("127.0.0.1", port).command("get status", timeout=3)).status == 200
     assert list(node.log.events) == ["(ok) get status"] and node.log.error_added == 0

@@ -24,6 +24,7 @@ from tests.fakenode import FakeNode, method_accepted
     ("job run 3", "POST"),
     ("time file get", "GET"),  # three words
     ("file get !x", "GET"),
+    ("file to !dest_dir/x.json", "GET"),
     ("sql db format = table select 1", "GET"),  # either: GET
     ("process /app/deployment-scripts/node-deployment/main.al", "POST"),
     ("set debug on", "POST"),

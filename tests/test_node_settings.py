@@ -7,8 +7,9 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from sidecar.config import SettingsError, load, node_type_warning
+from tests.conftest import ROOT
 
-BASE = ["run", "--fallback-dir", "/f"]
+BASE = ["run", "--fallback-dir", str(ROOT / "examples" / "deployment-scripts")]
 
 
 @pytest.mark.parametrize(("node_type", "ports"), [

@@ -52,22 +52,14 @@ class CheckSpec:
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str) -> CheckSpec:
-        """The spec of check ``name`` from the ``--<name>-*`` settings."""
-        port = getattr(settings, f"{name}_port")
-        if port is None:
+        """The spec of check ``name`` from its ``--<name>-*`` settings."""
+        c = settings.check(name)
+        if c.port is None:
             raise ValueError(f"check {name} is not enabled (no port)")
-        return cls(
-            name=name,
-            host=settings.node_host,
-            port=port,
-            interval=getattr(settings, f"{name}_interval"),
-            timeout=getattr(settings, f"{name}_timeout"),
-            failure_threshold=getattr(settings, f"{name}_failure_threshold"),
-            success_threshold=getattr(settings, f"{name}_success_threshold"),
-            initial_delay=getattr(settings, f"{name}_initial_delay"),
-            jitter=settings.check_jitter,
-            livez_after=settings.node_livez_after if name == "rest" else None,
-        )
+        return cls(name=name, host=c.host, port=c.port, interval=c.interval, timeout=c.timeout,
+                   failure_threshold=c.failure_threshold, success_threshold=c.success_threshold,
+                   initial_delay=c.initial_delay, jitter=c.jitter,
+                   livez_after=settings.node_livez_after if name == "rest" else None)
 
     @property
     def target(self) -> str:

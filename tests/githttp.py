@@ -177,3 +177,23 @@ PidFile {work}/sshd.pid
         yield port, f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n"
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def git_daemon(base_path: Path) -> Iterator[str]:
+    """``git daemon`` serving every repository under ``base_path`` read-only on loopback; yields
+    ``git://127.0.0.1:PORT`` (a remote that is not the local file protocol)."""
+    daemon = require_tool("git-daemon", "/usr/lib/git-core")
+    port = free_port()
+    proc = subprocess.Popen([daemon, "--reuseaddr", "--export-all", "--listen=127.0.0.1", f"--port={port}",
+                             f"--base-path={base_path}", str(base_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        stop(proc)

@@ -89,3 +89,18 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
         log.info("sync_held", edits=s.local_edits)
     else:
         s.conflict_files = []
+
+
+def cleanup_done(ws: Workspace, failures: list[str], *, sweep: bool) -> None:
+    """Old revision folders that could not be removed: counted, shown, logged (never only swallowed).
+
+    A sweep that deleted everything waiting clears the shown error.
+    """
+    s = ws.state.scripts
+    if not failures:
+        if sweep:
+            s.last_cleanup_error = None
+        return
+    s.cleanup_failures += len(failures)
+    s.last_cleanup_error = "; ".join(failures[:5])
+    log.warning("cleanup_failed", failures=failures[:20], total=s.cleanup_failures)

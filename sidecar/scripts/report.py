@@ -54,8 +54,12 @@ def set_edits(ws: Workspace, edits: list[str]) -> None:
 
 
 def sync_done(ws: Workspace, result: str, started: float, error: str | None = None,
-              conflicts: list[str] | None = None) -> None:
-    """Record one sync attempt: ``ok``, ``noop``, ``held``, ``conflict`` or ``error``."""
+              conflicts: list[str] | None = None, *, refused: bool = False) -> None:
+    """Record one sync attempt: ``ok``, ``noop``, ``held``, ``conflict`` or ``error``.
+
+    ``refused``: the new tree was refused (a symlink pointing outside it). That is announced each
+    time its reason changes, not only on the first of a run of failures: a person must act.
+    """
     s = ws.state.scripts
     now = time.time()
     s.last_sync_time = now
@@ -65,8 +69,9 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
     bus = ws.state.bus
     if result == "error":
         s.consecutive_failures += 1
+        announce = s.consecutive_failures == 1 or (refused and error != s.last_sync_error)
         s.last_sync_error = error
-        if s.consecutive_failures == 1:
+        if announce:
             bus.publish(Event("sync-failed", f"scripts sync failing: {error}", warning=True,
                               data={"error": error}))
         log.warning("sync_failed", error=error, consecutive=s.consecutive_failures)

@@ -27,6 +27,7 @@ class Workspace:
     _counter: itertools.count[int] = field(default_factory=itertools.count)
     # Serializes publications: a sync, a seed and a recovery never interleave.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    publications_since_gc: int = 0
     _sweeper: asyncio.Task[None] | None = None
     _sweep_again: bool = False
 

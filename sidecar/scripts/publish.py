@@ -12,6 +12,7 @@ import asyncio
 import functools
 from dataclasses import dataclass, field
 
+from sidecar import progress
 from sidecar.scripts import report, reuse, trees
 from sidecar.scripts.edits import edited_paths, seed_index, snapshot
 from sidecar.scripts.git import GitError
@@ -94,6 +95,8 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
     if merged.tree is None:
         return Outcome("conflict", conflicts=merged.conflicts)
 
+    report_progress = progress.current()
+    report_progress.working("checking out a revision")
     rev = ws.layout.new_revision(source, commit)
     await worktree_add(ws, rev, commit)
     index = ws.layout.index_of(rev)
@@ -102,6 +105,7 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
         if ws.settings.submodules:  # their files are only known once checked out
             await asyncio.to_thread(trees.check_dir_symlinks, rev.path)
         if merged.tree != theirs:
+            report_progress.working("carrying local edits")
             await asyncio.to_thread(seed_index, rev.path, index)
             if current is not None:
                 await reuse.link_unchanged(ws.git, ws.repo, current.path, rev.path, theirs, ours, merged.tree,
@@ -121,6 +125,7 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
             await trees.apply_tree(ws.git, rev.path, files, late.tree, index, keep=True)
             files, ours = late.tree, again
         # Every symlink, whether upstream's or a local edit carried over, must stay inside.
+        report_progress.working("checking and flushing the revision")
         await trees.check_tree_symlinks(ws.git, ws.repo, files)
         await asyncio.to_thread(ws.layout.mark_complete, rev, commit)
     except BaseException:
@@ -130,6 +135,7 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
     log.info("revision_published", revision=commit, source=source, folder=rev.name)
 
     # The new revision is live from here on: nothing below may turn it into a failed sync.
+    report_progress.working("carrying late edits and cleaning up")
     edits: list[str] = []
     uncarried: list[str] = []
     try:

@@ -7,6 +7,7 @@ import contextlib
 import random
 import time
 
+from sidecar import progress
 from sidecar.config import Settings, is_sha
 from sidecar.scripts import maintain, report, trees
 from sidecar.scripts.git import GitError
@@ -28,6 +29,7 @@ async def sync_once(ws: Workspace) -> str:
     settings = ws.settings
     if settings.repo is None:
         return "noop"  # fallback-only: nothing upstream
+    progress.current().working("syncing")
     try:
         # One deadline for the whole sync: a git call that keeps answering slowly, or file work
         # that never ends, is cancelled (git's process group killed) instead of stalling the loop.
@@ -73,6 +75,7 @@ class SyncLoop:
     async def _wait(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or less when a sync is triggered (POST /sync, SIGHUP)."""
         self.state.scripts.next_sync_time = time.time() + delay
+        progress.current().waiting("the next sync", delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.state.sync_now.wait(), delay)
         self.state.sync_now.clear()
@@ -97,6 +100,7 @@ class SyncLoop:
             if pinned(self.settings) and self.state.scripts.source == "git" \
                     and self.state.scripts.revision == self.settings.ref:
                 self.state.scripts.next_sync_time = None
+                progress.current().waiting("a sync request")
                 await self.state.sync_now.wait()  # pinned: only an explicit trigger re-checks
                 self.state.sync_now.clear()
             else:

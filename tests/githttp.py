@@ -39,8 +39,12 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def smart_http(project_root: Path, work: Path, user: str, password: str) -> Iterator[str]:
-    """Serve ``project_root`` over HTTP with basic auth; yield the base URL."""
+def smart_http(project_root: Path, work: Path, user: str, password: str, rate: str | None = None) -> Iterator[str]:
+    """Serve ``project_root`` over HTTP with basic auth; yield the base URL.
+
+    ``rate`` (nginx ``limit_rate``, e.g. ``64k``) slows every answer down, so a fetch lasts long
+    enough to be looked at while it runs.
+    """
     nginx = require_tool("nginx")
     fcgiwrap = require_tool("fcgiwrap")
     if not Path(BACKEND).exists():
@@ -69,6 +73,7 @@ http {{
       auth_basic "git";
       auth_basic_user_file {work}/htpasswd;
       client_max_body_size 0;
+      {f"limit_rate {rate};" if rate else ""}
       fastcgi_pass unix:{sock};
       fastcgi_param SCRIPT_FILENAME {BACKEND};
       fastcgi_param GIT_PROJECT_ROOT {project_root};

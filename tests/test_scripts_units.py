@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.scripts import trees
 from sidecar.scripts.edits import parse_status, snapshot
-from sidecar.scripts.git import Git, GitError, credential_scope, split_userinfo
+from sidecar.scripts.git import Credentials, Git, GitError, credential_scope, split_userinfo
 from sidecar.scripts.layout import Layout, Revision, remove_tree
 from sidecar.scripts.remote import _parse_ls_remote
 from sidecar.scripts.trees import Entry, escapes
@@ -82,7 +82,7 @@ def test_the_disk_check_never_follows_a_link_out(tmp_path: Path) -> None:
 def repo(tmp_path: Path) -> tuple[Git, Path]:
     path = tmp_path / "repo.git"
     git("init", "-q", "--bare", str(path))
-    return Git(30, tmp_path / "home"), path
+    return Git(300, tmp_path / "home"), path
 
 
 def files_of(g: Git, repo: Path, tree: str) -> dict[str, str]:
@@ -135,15 +135,16 @@ def test_merge3_carries_clean_edits_and_names_conflicts(repo: tuple[Git, Path], 
 
 def test_changed_paths_and_the_listing_of_a_large_tree(repo: tuple[Git, Path], tmp_path: Path) -> None:
     g, path = repo
-    many = {f"d{i % 7}/file-with-a-long-name-{i:05d}.al": f"{i}\n" for i in range(4000)}
+    long = "a-folder-name-long-enough-to-make-the-listing-large-" * 2
+    many = {f"{long}{i % 7}/file-with-a-long-name-{i:05d}.al": f"{i}\n" for i in range(2500)}
     old = import_files(g, path, tmp_path / "old", many)
-    new = import_files(g, path, tmp_path / "new", {**many, "d0/file-with-a-long-name-00000.al": "changed\n",
-                                                   "extra.al": "x\n"})
+    first = f"{long}0/file-with-a-long-name-00000.al"
+    new = import_files(g, path, tmp_path / "new", {**many, first: "changed\n", "extra.al": "x\n"})
     changed = asyncio.run(trees.changed_paths(g, path, old, new))
-    assert sorted(p for _, _, p in changed) == ["d0/file-with-a-long-name-00000.al", "extra.al"]
+    assert sorted(p for _, _, p in changed) == [first, "extra.al"]
     # More than the default output cap: the listing is whole, never cut.
     entries = asyncio.run(trees.tree_entries(g, path, new))
-    assert len([e for e in entries.values() if e.kind == "file"]) == 4001
+    assert len([e for e in entries.values() if e.kind == "file"]) == 2501
 
 
 def test_output_past_the_cap_is_an_error_not_a_cut(repo: tuple[Git, Path], tmp_path: Path) -> None:
@@ -167,7 +168,7 @@ def test_snapshot_sees_every_change_and_reuses_its_index(tmp_path: Path) -> None
     (work / "a.al").write_text("a\n")
     git("add", "a.al", cwd=work)
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one", cwd=work)
-    g = Git(30, tmp_path / "home")
+    g = Git(300, tmp_path / "home")
     index = tmp_path / "snapshot.index"
     head = git("rev-parse", "HEAD^{tree}", cwd=work)
     assert asyncio.run(snapshot(g, work, index)) == head
@@ -255,6 +256,7 @@ def test_parse_ls_remote() -> None:
 
 @pytest.mark.parametrize(("url", "clean", "user", "password"), [
     ("https://u:p%40ss@host:8443/x.git", "https://host:8443/x.git", "u", "p@ss"),
+    ("https://u:a%0Aurl=x@host/x.git", "https://host/x.git", "u", "a%0Aurl=x"),  # no line break decoded
     ("https://token@host/x.git", "https://host/x.git", "token", None),
     ("http://host/x.git", "http://host/x.git", None, None),
     ("ssh://git:secret@host/x.git", "ssh://git@host/x.git", "git", "secret"),
@@ -263,6 +265,13 @@ def test_parse_ls_remote() -> None:
 ])
 def test_split_userinfo(url: str, clean: str, user: str | None, password: str | None) -> None:
     assert split_userinfo(url) == (clean, user, password)
+
+
+def test_a_token_given_as_the_user_name_stays_out_of_the_environment(tmp_path: Path) -> None:
+    creds = Credentials(username="tok3n-secret", password="", scope="https://host")
+    env = Git(30, tmp_path, creds).env(password_copy=tmp_path / "password-1-1")
+    assert not [v for v in env.values() if "tok3n-secret" in v]
+    assert env["GIT_CONFIG_KEY_" + str(int(env["GIT_CONFIG_COUNT"]) - 2)] == "credential.https://host.helper"
 
 
 def test_credential_scope_is_the_repository_s_server_only() -> None:

@@ -71,5 +71,11 @@ async def snapshot(git: Git, worktree: Path, index_file: Path) -> str:
         await git.run(["add", "--all", "--force", "--", "."], cwd=worktree, env=env)
         return await git.out(["write-tree"], cwd=worktree, env=env)
     except BaseException:
-        index_file.unlink(missing_ok=True)  # noqa: ASYNC240 - one metadata unlink: never trust a half-done index
+        discard_index(index_file)  # never trust a half-done index
         raise
+
+
+def discard_index(index_file: Path) -> None:
+    """Remove a private index and the lock a killed git call may have left beside it."""
+    index_file.unlink(missing_ok=True)
+    index_file.with_name(index_file.name + ".lock").unlink(missing_ok=True)

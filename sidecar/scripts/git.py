@@ -86,11 +86,17 @@ def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
         return url, None, None
     userinfo, _, hostport = parts.netloc.rpartition("@")
     raw_user, colon, raw_password = userinfo.partition(":")
-    user = urllib.parse.unquote(raw_user) or None
-    password = urllib.parse.unquote(raw_password) if colon else None
+    user = _unquote(raw_user) or None
+    password = _unquote(raw_password) if colon else None
     keep_user = parts.scheme not in ("http", "https") and raw_user
     netloc = f"{raw_user}@{hostport}" if keep_user else hostport
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), user, password
+
+
+def _unquote(text: str) -> str:
+    # A decoded line break could add lines to the credential helper's answer: keep such text as written.
+    decoded = urllib.parse.unquote(text)
+    return text if any(ord(c) < 0x20 or c == "\x7f" for c in decoded) else decoded
 
 
 def credential_scope(url: str) -> str | None:
@@ -111,6 +117,12 @@ def _helper(username: str | None, password_file: Path) -> str:
         "!f() { test \"$1\" = get || exit 0; "
         f"echo username={user}; printf 'password=%s\\n' \"$(cat {pw})\"; }}; f"
     )
+
+
+def _answer_helper(answer_file: Path) -> str:
+    # The whole answer (user name and password, both from the URL) sits in the private file: a
+    # token given as the user name stays out of the environment too.
+    return f"!f() {{ test \"$1\" = get || exit 0; cat {shlex.quote(str(answer_file))}; }}; f"
 
 
 def _ssh_command(creds: Credentials, key_copy: Path | None) -> str:
@@ -150,10 +162,11 @@ class Git:
         }
         config = list(BASE_CONFIG)
         creds = self.credentials
-        password_file = creds.password_file or password_copy
-        if password_file is not None:
-            key = f"credential.{creds.scope}.helper" if creds.scope else "credential.helper"
-            config.append((key, _helper(creds.username, password_file)))
+        key = f"credential.{creds.scope}.helper" if creds.scope else "credential.helper"
+        if creds.password_file is not None:
+            config.append((key, _helper(creds.username, creds.password_file)))
+        elif password_copy is not None:
+            config.append((key, _answer_helper(password_copy)))
         config.append(("core.sshCommand", _ssh_command(creds, key_copy)))
         env["GIT_CONFIG_COUNT"] = str(len(config))
         for i, (key, value) in enumerate(config):
@@ -195,7 +208,8 @@ class Git:
                 data = creds.ssh_key_file.read_bytes()
                 key_copy = self._private_copy("ssh-key", data if data.endswith(b"\n") else data + b"\n")
             if remote and creds.password is not None and creds.password_file is None:
-                pw_copy = self._private_copy("password", creds.password.encode())
+                answer = f"username={creds.username or 'git'}\npassword={creds.password}\n"
+                pw_copy = self._private_copy("password", answer.encode())
             result = await procs.run(argv, timeout=timeout or self.timeout, cwd=cwd,
                                      env=self.env(key_copy, env, pw_copy), stdin=stdin, cap=cap)
         except procs.ProcTimeout as exc:

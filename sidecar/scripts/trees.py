@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.scripts.edits import discard_index
 from sidecar.scripts.git import LISTING_CAP, Git, GitError
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -92,20 +93,21 @@ async def apply_tree(git: Git, worktree: Path, old: str, new: str, index_file: P
     index (now describing ``new``) for the next operation on the same files.
     """
     env = {"GIT_INDEX_FILE": str(index_file)}
+    done = False
     try:
-        if old == new:
-            return
-        if await asyncio.to_thread(index_file.exists):
-            result = await git.run(["read-tree", "-m", "-u", old, new], cwd=worktree, env=env, check=False)
-            if result.returncode == 0:
-                return
-        await git.run(["read-tree", old], cwd=worktree, env=env)
-        # --reset: this index has no stat data, so a plain -m would call every file "not up to
-        # date"; the caller guarantees the files are exactly ``old``.
-        await git.run(["read-tree", "--reset", "-u", new], cwd=worktree, env=env)
+        if old != new:
+            if await asyncio.to_thread(index_file.exists):
+                result = await git.run(["read-tree", "-m", "-u", old, new], cwd=worktree, env=env, check=False)
+                done = result.returncode == 0
+            if not done:
+                await git.run(["read-tree", old], cwd=worktree, env=env)
+                # --reset: this index has no stat data, so a plain -m would call every file "not up
+                # to date"; the caller guarantees the files are exactly ``old``.
+                await git.run(["read-tree", "--reset", "-u", new], cwd=worktree, env=env)
+        done = True
     finally:
-        if not keep:
-            index_file.unlink(missing_ok=True)  # noqa: ASYNC240 - one metadata unlink
+        if not keep or not done:
+            await asyncio.to_thread(discard_index, index_file)
 
 
 async def changed_paths(git: Git, repo: Path, old: str, new: str) -> list[tuple[str, str, str]]:

@@ -36,6 +36,8 @@ class Workspace:
         """Build the workspace from settings."""
         layout = Layout(settings.revisions_root, settings.link)
         url_user, url_password = split_userinfo(settings.repo)[1:] if settings.repo else (None, None)
+        if url_user and url_password is None:
+            url_password = ""  # https://TOKEN@host: the token is the user name, the password empty
         creds = Credentials(
             username=settings.git_username or url_user,
             password_file=settings.git_password_file,

@@ -179,6 +179,9 @@ class Settings:
     git_timeout: float = opt("--git-timeout", "duration", 60.0,
                              "Seconds any one git command may run before its process group is killed.",
                              minimum=1, maximum=3600, group="scripts")
+    sync_timeout: float = opt("--sync-timeout", "duration", 600.0,
+                              "Seconds a whole sync (every git call and file operation in it) may run before it "
+                              "is cancelled and reported as failed.", minimum=1, maximum=86400, group="scripts")
     first_seed_timeout: float = opt("--first-seed-timeout", "duration", 30.0,
                                     "Seconds the first seed retries git before publishing the fallback folder.",
                                     minimum=0, maximum=86400, group="scripts")

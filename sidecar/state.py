@@ -92,6 +92,8 @@ class ScriptsState:
     syncs: Counter[str] = field(default_factory=Counter)
     sync_duration: Histogram = field(default_factory=Histogram)
     revisions_published: int = 0
+    cleanup_failures: int = 0  # old revision folders that could not be removed (attempts)
+    last_cleanup_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The ``/status`` view."""
@@ -111,6 +113,8 @@ class ScriptsState:
             "local_edit_files": self.local_edit_files[:100],
             "conflict_files": self.conflict_files,
             "syncs": dict(self.syncs),
+            "cleanup_failures": self.cleanup_failures,
+            "last_cleanup_error": self.last_cleanup_error,
         }
 
 

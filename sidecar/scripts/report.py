@@ -55,8 +55,12 @@ def set_edits(ws: Workspace, edits: list[str]) -> None:
 
 
 def sync_done(ws: Workspace, result: str, started: float, error: str | None = None,
-              conflicts: list[str] | None = None) -> None:
-    """Record one sync attempt: ``ok``, ``noop``, ``held``, ``conflict`` or ``error``."""
+              conflicts: list[str] | None = None, *, refused: bool = False) -> None:
+    """Record one sync attempt: ``ok``, ``noop``, ``held``, ``conflict`` or ``error``.
+
+    ``refused``: the new tree was refused (a symlink pointing outside it). That is announced each
+    time its reason changes, not only on the first of a run of failures: a person must act.
+    """
     s = ws.state.scripts
     now = time.time()
     s.last_sync_time = now
@@ -66,8 +70,9 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
     bus = ws.state.bus
     if result == "error":
         s.consecutive_failures += 1
+        announce = s.consecutive_failures == 1 or (refused and error != s.last_sync_error)
         s.last_sync_error = error
-        if s.consecutive_failures == 1:
+        if announce:
             bus.publish(SyncFailed(message=f"scripts sync failing: {error}", error=error or ""))
         log.warning("sync_failed", error=error, consecutive=s.consecutive_failures)
         return
@@ -89,3 +94,18 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
         log.info("sync_held", edits=s.local_edits)
     else:
         s.conflict_files = []
+
+
+def cleanup_done(ws: Workspace, failures: list[str], *, sweep: bool) -> None:
+    """Old revision folders that could not be removed: counted, shown, logged (never only swallowed).
+
+    A sweep that deleted everything waiting clears the shown error.
+    """
+    s = ws.state.scripts
+    if not failures:
+        if sweep:
+            s.last_cleanup_error = None
+        return
+    s.cleanup_failures += len(failures)
+    s.last_cleanup_error = "; ".join(failures[:5])
+    log.warning("cleanup_failed", failures=failures[:20], total=s.cleanup_failures)

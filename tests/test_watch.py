@@ -16,7 +16,7 @@ from sidecar.config import Settings
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
 from sidecar.state import State
-from sidecar.watch import Watcher
+from sidecar.watch.watcher import Watcher
 from tests.conftest import http_get
 from tests.published import Published, eventually, git, in_other_process
 
@@ -70,7 +70,7 @@ async def test_edits_by_another_process_reach_state_and_status(pub: Published) -
     try:
         async with watching(settings, state):
             await eventually(lambda: state.watch.running, what="watch running")
-            assert state.scripts.local_edits == 0
+            assert state.watch.local_edits == 0
             # Another process: edit in place, save the way sed -i and many editors do (a temporary
             # file renamed over the original), add a file, delete one, and leave a scratch file
             # that comes and goes within the batch.
@@ -84,9 +84,9 @@ async def test_edits_by_another_process_reach_state_and_status(pub: Published) -
                 "os.remove(t + '/node-deployment/main.al')\n"
                 "open(t + '/scratch', 'w').close(); os.remove(t + '/scratch')\n",
                 str(pub.link))
-            await eventually(lambda: total(state) >= 4 and state.scripts.local_edits == 4, what="changes counted")
+            await eventually(lambda: total(state) >= 4 and state.watch.local_edits == 4, what="changes counted")
             assert dict(state.watch.changes) == {"modified": 2, "added": 1, "deleted": 1}
-            assert state.scripts.local_edit_files == ["mine/extra.al", "node-deployment/local_script.al",
+            assert state.watch.local_edit_files == ["mine/extra.al", "node-deployment/local_script.al",
                                                       "node-deployment/main.al", "policies/master.al"]
             event = events.get_nowait()
             assert event.kind == "files-changed"
@@ -105,9 +105,9 @@ async def test_edits_by_another_process_reach_state_and_status(pub: Published) -
             # Putting a file back as it was is a change, and one edit fewer: git decides, per batch.
             await in_other_process("import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
                                    str(pub.link / "policies/master.al"), SCRIPTS["policies/master.al"])
-            await eventually(lambda: state.scripts.local_edits == 3, what="edit undone")
+            await eventually(lambda: state.watch.local_edits == 3, what="edit undone")
             assert state.watch.changes["modified"] == 3
-            assert "policies/master.al" not in state.scripts.local_edit_files
+            assert "policies/master.al" not in state.watch.local_edit_files
     finally:
         await server.stop()
 
@@ -129,14 +129,14 @@ async def test_follows_revision_swaps(pub: Published) -> None:
     async with watching(settings_for(pub), state):
         await eventually(lambda: state.watch.path == str(first), what="watching the first revision")
         await in_other_process("import sys; open(sys.argv[1], 'a').write('x')", str(first / "policies/master.al"))
-        await eventually(lambda: state.scripts.local_edits == 1, what="edit in the first revision")
+        await eventually(lambda: state.watch.local_edits == 1, what="edit in the first revision")
 
         for n in range(2):  # two swaps: the watch must re-arm each time, not once
             second = pub.publish(pub.commit({f"policies/new{n}.al": "# new\n"}))
             await eventually(lambda second=second: state.watch.path == str(second),  # type: ignore[misc]
                              what="watching the new revision")
             # The new revision carries no edits (the publisher carries them; here it did not).
-            await eventually(lambda: state.scripts.local_edits == 0, what="edits recounted for the new tree")
+            await eventually(lambda: state.watch.local_edits == 0, what="edits recounted for the new tree")
             before = total(state)
             # Writes to the old tree are no longer the published scripts: not counted.
             await in_other_process("import sys; open(sys.argv[1], 'a').write('x')", str(first / "policies/master.al"))
@@ -145,7 +145,7 @@ async def test_follows_revision_swaps(pub: Published) -> None:
             await eventually(lambda before=before: total(state) > before,  # type: ignore[misc]
                              what="change in the new tree")
             assert state.watch.recent[-1]["path"] == "node-deployment/main.al"
-            await eventually(lambda: state.scripts.local_edit_files == ["node-deployment/main.al"],
+            await eventually(lambda: state.watch.local_edit_files == ["node-deployment/main.al"],
                              what="the edit counted against the new revision")
             assert total(state) == before + 1
         assert state.watch.rearms >= 2
@@ -164,7 +164,7 @@ async def test_survives_the_tree_deleted_and_restored(pub: Published) -> None:
         await asyncio.to_thread(pub.publish, git("rev-parse", "HEAD", cwd=pub.history))
         await eventually(lambda: state.watch.running and state.watch.path == str(tree), what="watch re-armed")
         await in_other_process("import sys; open(sys.argv[1], 'a').write('x')", str(pub.link / "policies/master.al"))
-        await eventually(lambda: state.scripts.local_edit_files == ["policies/master.al"], what="edit counted")
+        await eventually(lambda: state.watch.local_edit_files == ["policies/master.al"], what="edit counted")
 
 
 async def test_waits_for_the_first_publish(tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ async def test_waits_for_the_first_publish(tmp_path: Path) -> None:
         await asyncio.to_thread(pub.publish, revision)
         await eventually(lambda: state.watch.running, what="watch starting once published")
         await in_other_process("import sys; open(sys.argv[1], 'a').write('x')", str(pub.link / "policies/master.al"))
-        await eventually(lambda: state.scripts.local_edits == 1, what="edit counted")
+        await eventually(lambda: state.watch.local_edits == 1, what="edit counted")
 
 
 async def test_ten_thousand_files(tmp_path: Path) -> None:
@@ -194,7 +194,7 @@ async def test_ten_thousand_files(tmp_path: Path) -> None:
             "open(t + '/d99/f099.al', 'a').write('x')\n"
             "os.remove(t + '/d50/f050.al')\n"
             "open(t + '/d50/new.al', 'w').write('x')\n", str(pub.link))
-        await eventually(lambda: state.scripts.local_edits == 4, timeout=60, what="changes in the big tree")
+        await eventually(lambda: state.watch.local_edits == 4, timeout=60, what="changes in the big tree")
         assert dict(state.watch.changes) == {"modified": 2, "deleted": 1, "added": 1}
         # A bulk change larger than the incremental limit is recounted in one pass.
         await in_other_process(
@@ -202,4 +202,4 @@ async def test_ten_thousand_files(tmp_path: Path) -> None:
             "for d in range(20):\n"
             "    for f in range(100):\n"
             "        open(f'{sys.argv[1]}/d{d:02d}/f{f:03d}.al', 'a').write('y')\n", str(pub.link))
-        await eventually(lambda: state.scripts.local_edits == 2003, timeout=60, what="bulk edit counted")
+        await eventually(lambda: state.watch.local_edits == 2003, timeout=60, what="bulk edit counted")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from sidecar.state import ComponentHealth, State
 log = logs.get("app")
 
 SHUTDOWN_GRACE = 4.0  # seconds; the whole stop fits in 5 s, well inside any pod grace period
+STOP_DEADLINE = 4.8  # seconds after SIGTERM: whatever still runs then (a thread in a blocking call) is cut
 
 
 @dataclass
@@ -59,6 +63,36 @@ async def _supervise(component: Component, state: State) -> None:
                 delay = 1.0
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+def _busy_threads() -> list[str]:
+    """Threads other than this one and the main one that are doing something: name and where."""
+    frames = sys._current_frames()
+    out = []
+    for thread in threading.enumerate():
+        if thread in (threading.main_thread(), threading.current_thread()) or thread.ident not in frames:
+            continue
+        frame = frames[thread.ident]
+        if frame.f_code.co_name == "_worker":  # an idle executor worker, waiting for work
+            continue
+        out.append(f"{thread.name}: {frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)}:"
+                   f"{frame.f_lineno})")
+    return out
+
+
+def _hard_stop(tasks: list[asyncio.Task[None]]) -> None:
+    """The stop deadline passed: say what still ran, then end the process.
+
+    Worker threads of ``asyncio.to_thread`` cannot be cancelled and the interpreter waits for
+    them at exit, so one stuck in a blocking call would keep the pod terminating for its whole
+    grace period. Runs in a timer thread, so it fires even when the event loop is blocked.
+    """
+    log.error("stop_deadline_passed", seconds=STOP_DEADLINE, tasks=[t.get_name() for t in tasks if not t.done()],
+              threads=_busy_threads())
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def build_components(settings: Settings, state: State) -> list[Component]:
@@ -106,12 +140,23 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
     log.info("http_listening", host=settings.http_host, port=port)
 
     stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    # Armed at the first signal and never disarmed: it also covers the interpreter's exit, which
+    # waits for worker threads after this coroutine returned.
+    deadline = threading.Timer(STOP_DEADLINE, _hard_stop, args=(tasks,))
+    deadline.daemon = True
+
+    def on_stop() -> None:
+        if not stop.is_set():
+            deadline.start()
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_stop)
+    loop.add_signal_handler(signal.SIGINT, on_stop)
     loop.add_signal_handler(signal.SIGHUP, state.sync_now.set)
 
-    tasks = [asyncio.create_task(_supervise(c, state), name=c.name) for c in build_components(settings, state)]
+    tasks += [asyncio.create_task(_supervise(c, state), name=c.name) for c in build_components(settings, state)]
     endpoints.components = [t.get_name() for t in tasks]
     if ready is not None:
         ready.set()
@@ -121,8 +166,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
     log.info("stopping")
     for task in tasks:
         task.cancel()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), SHUTDOWN_GRACE)
+    _done, running = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+    if running:
+        log.warning("stop_incomplete", tasks=sorted(t.get_name() for t in running))
     await server.stop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,15 +104,19 @@ class TreeIndex:
         return f"{self.root}/{rel}" if rel else self.root
 
     def _add_dir(self, rel: str) -> None:
-        if self.entries >= self.limit:
+        if rel not in self.dirs and self.entries >= self.limit:
             raise TooLarge(f"more than {self.limit} files and folders")
         wd = self.notify.add(os.fsencode(self._full(rel)), TREE_MASK) if self.notify is not None else -1
         self.dirs[rel] = wd
         if wd >= 0:
             self.by_wd[wd] = rel  # the same folder seen again (moved) keeps its descriptor, new name
 
-    def _walk(self, top: str, since_ns: int | None, touched: list[str]) -> Iterator[str]:
-        """Yield the files under ``top`` (relative); watch its folders; note files changed after ``since_ns``."""
+    def _walk(self, top: str, since_ns: int | None, touched: list[str]) -> list[str]:
+        """Index and watch what is under ``top``; return the files new to the index.
+
+        Files whose inode changed after ``since_ns`` are appended to ``touched``.
+        """
+        new: list[str] = []
         stack = [top]
         while stack:
             if self.stop:
@@ -135,6 +139,8 @@ class TreeIndex:
                     if is_dir:
                         stack.append(child)
                         continue
+                    if child in self.files:
+                        continue
                     if self.entries + 1 > self.limit:
                         raise TooLarge(f"more than {self.limit} files and folders")
                     if since_ns is not None:
@@ -143,13 +149,14 @@ class TreeIndex:
                                 touched.append(child)
                         except OSError:
                             continue
-                    yield child
+                    self.files.add(child)
+                    new.append(child)
+        return new
 
     def build(self, since_ns: int | None = None) -> list[str]:
         """Index (and watch) the whole tree; return the files whose inode changed after ``since_ns``."""
         touched: list[str] = []
-        for rel in self._walk("", since_ns, touched):
-            self.files.add(rel)
+        self._walk("", since_ns, touched)
         return sorted(touched)
 
     def release(self) -> None:
@@ -220,10 +227,8 @@ class TreeIndex:
                     out[rel] = Change.DELETED.value
                 # A folder's own "modified" only says its entries changed; they have events of their own.
                 if Change.ADDED in touched[rel] or rel not in self.dirs:
-                    for new in list(self._walk(rel, None, [])):
-                        if new not in self.files:
-                            self.files.add(new)
-                            out[new] = Change.ADDED.value
+                    for new in self._walk(rel, None, []):
+                        out[new] = Change.ADDED.value
             elif rel in self.files:
                 out[rel] = Change.MODIFIED.value
             else:

@@ -266,6 +266,7 @@ class Watcher:
                 except TooLarge:
                     self.resume = (tree.identity, synced - RESUME_MARGIN_NS)
                     return  # re-armed: the walk finds it too large and falls back to counting
+                self.state.watch.entries = index.entries
                 if changes:
                     await self._record(tree.target, changes)
                 if root_gone:

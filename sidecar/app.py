@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sidecar import logs
+from sidecar.backoff import Backoff, Retries
 from sidecar.config import Settings
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
@@ -22,6 +23,8 @@ log = logs.get("app")
 
 SHUTDOWN_GRACE = 4.0  # seconds; the whole stop fits in 5 s, well inside any pod grace period
 STOP_DEADLINE = 4.8  # seconds after SIGTERM: whatever still runs then (a thread in a blocking call) is cut
+RESTART_BACKOFF = Backoff.doubling(1.0, 30.0)  # waits before restarting a failed component
+STABLE_RUN = 60.0  # seconds; a component that ran this long before failing starts its backoff over
 
 
 @dataclass
@@ -44,7 +47,7 @@ async def _watchdog(state: State, period: float = 1.0) -> None:
 async def _supervise(component: Component, state: State) -> None:
     """Run a component forever, restarting it with backoff when it fails."""
     health = state.components.setdefault(component.name, ComponentHealth())
-    delay = 1.0
+    retries = Retries(RESTART_BACKOFF)
     while True:
         health.alive = True
         started = time.monotonic()
@@ -59,10 +62,9 @@ async def _supervise(component: Component, state: State) -> None:
             health.restarts += 1
             health.last_error = logs.redact(f"{type(exc).__name__}: {exc}")
             log.error("component_failed", name=component.name, error=health.last_error, exc_info=True)
-            if time.monotonic() - started > 60:
-                delay = 1.0
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            if time.monotonic() - started > STABLE_RUN:
+                retries.reset()
+            await asyncio.sleep(retries.failed())
 
 
 def _busy_threads() -> list[str]:

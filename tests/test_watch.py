@@ -13,6 +13,7 @@ import pytest
 
 from sidecar import config
 from sidecar.config import Settings
+from sidecar.events import FilesChanged
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
 from sidecar.state import State
@@ -89,8 +90,8 @@ async def test_edits_by_another_process_reach_state_and_status(pub: Published) -
             assert state.watch.local_edit_files == ["mine/extra.al", "node-deployment/local_script.al",
                                                       "node-deployment/main.al", "policies/master.al"]
             event = events.get_nowait()
-            assert event.kind == "files-changed"
-            assert event.data["kinds"] == {"mine/extra.al": "added", "node-deployment/local_script.al": "modified",
+            assert isinstance(event, FilesChanged)
+            assert event.changes == {"mine/extra.al": "added", "node-deployment/local_script.al": "modified",
                                            "node-deployment/main.al": "deleted", "policies/master.al": "modified"}
 
             code, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/status")
@@ -229,7 +230,7 @@ async def test_links_out_of_the_tree_are_never_followed(pub: Published, tmp_path
         assert state.watch.mode == "inotify"
         paths = set()
         while not events.empty():
-            paths |= set(events.get_nowait().data["paths"])
+            paths |= set(events.get_nowait().changes)
         assert paths == {"root", "policies/out", "node-deployment/main.al"}
 
 
@@ -273,8 +274,8 @@ async def test_edits_made_before_the_watch_is_armed_are_announced(pub: Published
     async with watching(settings_for(pub), state):
         await eventually(lambda: not events.empty(), what="the catch-up announcement")
         event = events.get_nowait()
-        assert event.kind == "files-changed"
-        assert event.data["kinds"] == {"node-deployment/local_script.al": "modified", "policies/new.al": "added",
+        assert isinstance(event, FilesChanged)
+        assert event.changes == {"node-deployment/local_script.al": "modified", "policies/new.al": "added",
                                        "node-deployment/main.al": "deleted"}
         assert state.watch.local_edits == 3
 
@@ -298,6 +299,6 @@ async def test_publications_swaps_and_pruning_are_not_changes(pub: Published) ->
         await in_other_process("import sys; open(sys.argv[1], 'a').write('x')", str(pub.link / "policies/master.al"))
         await eventually(lambda: not events.empty(), what="the person's edit")
         event = events.get_nowait()
-        assert event.data["kinds"] == {"policies/master.al": "modified"}
+        assert event.changes == {"policies/master.al": "modified"}
         assert events.empty() and total(state) == 1
         assert state.watch.rearms == rearms

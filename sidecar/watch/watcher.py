@@ -25,8 +25,8 @@ from pathlib import Path
 
 import sidecar.watch.inotify as inotify
 from sidecar import logs, procs
-from sidecar.bus import Event
 from sidecar.config import Settings
+from sidecar.events import FilesChanged
 from sidecar.scripts.edits import STATUS_ARGS
 from sidecar.scripts.git import Git, GitError
 from sidecar.state import State
@@ -325,9 +325,9 @@ class Watcher:
         ws.recent.extend({"at": now, "kind": k, "path": p} for p, k in islice(changes.items(), start, None))
         paths = list(changes)
         log.info("files_changed", count=len(paths), paths=paths[:5])
-        self.state.bus.publish(Event(
-            "files-changed", f"{len(paths)} file(s) changed in the published scripts",
-            data={"paths": paths, "kinds": changes, "revision": self.state.scripts.revision},
+        self.state.bus.publish(FilesChanged(
+            message=f"{len(paths)} file(s) changed in the published scripts",
+            changes=changes, revision=self.state.scripts.revision,
         ))
         if recount:
             await self._count(root, paths if len(paths) <= FULL_SCAN_OVER else None)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import FrameType
 
 from sidecar import logs
 from sidecar.backoff import Backoff, Retries
@@ -74,11 +75,14 @@ def _busy_threads() -> list[str]:
     for thread in threading.enumerate():
         if thread in (threading.main_thread(), threading.current_thread()) or thread.ident not in frames:
             continue
-        frame = frames[thread.ident]
-        if frame.f_code.co_name == "_worker":  # an idle executor worker, waiting for work
+        frame: FrameType | None = frames[thread.ident]
+        if frame is None or frame.f_code.co_name == "_worker":  # an idle executor worker, waiting for work
             continue
-        out.append(f"{thread.name}: {frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)}:"
-                   f"{frame.f_lineno})")
+        calls: list[str] = []  # innermost first, a few deep: the blocking call and the work that made it
+        while frame is not None and len(calls) < 4 and frame.f_code.co_name not in ("run", "_worker"):
+            calls.append(f"{frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})")
+            frame = frame.f_back
+        out.append(f"{thread.name}: {' < '.join(calls)}")
     return out
 
 

@@ -175,6 +175,8 @@ class WatchState:
             "mode": self.mode,
             "path": self.path,
             "entries": self.entries,
+            "local_edits": self.local_edits,
+            "edits_complete": self.edits_complete,
             "changes": dict(self.changes),
             "batches": self.batches,
             "rearms": self.rearms,

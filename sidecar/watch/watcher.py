@@ -24,7 +24,7 @@ from itertools import islice
 from pathlib import Path
 
 import sidecar.watch.inotify as inotify
-from sidecar import logs, procs
+from sidecar import logs, procs, progress
 from sidecar.config import Settings
 from sidecar.events import FilesChanged
 from sidecar.scripts.edits import STATUS_ARGS
@@ -201,6 +201,7 @@ class Watcher:
             assert tree.target is not None and tree.identity is not None
             anchors.add(tree.target.parent, tree.target.name)
             since = self._since(tree)
+            progress.current().working("indexing the tree")
             index = TreeIndex(tree.target, self.max_entries, notify)
             try:
                 touched = await asyncio.to_thread(index.build, since)
@@ -251,9 +252,12 @@ class Watcher:
     async def _follow(self, tree: Tree, index: TreeIndex, events: Events, anchors: Anchors) -> None:
         """Handle the tree's batches until the link moves, the tree goes or events are lost."""
         assert tree.target is not None and tree.identity is not None
+        report = progress.current()
         while True:
             synced = time.time_ns()
+            report.waiting("changes in the tree", VERIFY_PERIOD)
             batch = await events.batch(self.step, self.cap, VERIFY_PERIOD)
+            report.working("classifying changes")
             if events.overflow:
                 log.warning("watch_events_lost", path=str(tree.target))
                 self.resume = (tree.identity, synced - RESUME_MARGIN_NS)
@@ -287,6 +291,7 @@ class Watcher:
     async def _wait_for_move(self, events: Events | None, anchors: Anchors | None, tree: Tree,
                              timeout: float) -> bool:
         """Wait up to ``timeout``; True when the link (may have) moved from ``tree``."""
+        progress.current().waiting("the link to move", timeout)
         if events is None or anchors is None:
             await asyncio.sleep(timeout)
         else:
@@ -343,6 +348,7 @@ class Watcher:
         if paths is not None:
             args += ["--", *(f":(literal){p}" for p in paths)]
         ws = self.state.watch
+        progress.current().working("counting edits")
         try:
             result = await self.git.run(args, cwd=root)
         except GitError as exc:

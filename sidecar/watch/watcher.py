@@ -193,13 +193,15 @@ class Watcher:
             anchors.add(link.parent, link.name)  # first: a swap from here on leaves an event in the queue
             tree = resolve(link)
             events = Events(notify)
+            if tree.target is not None:
+                anchors.add(tree.target.parent, tree.target.name)  # its (re)creation, or its going
             if not tree.present:
                 ws.running, ws.path, ws.mode = False, None, "waiting"
                 log.info("watch_waiting", link=str(link))
-                await self._wait_for_move(events, anchors, tree, VERIFY_PERIOD)
+                while not await self._wait_for_move(events, anchors, tree, VERIFY_PERIOD):
+                    pass
                 return
             assert tree.target is not None and tree.identity is not None
-            anchors.add(tree.target.parent, tree.target.name)
             since = self._since(tree)
             progress.current().working("indexing the tree")
             index = TreeIndex(tree.target, self.max_entries, notify)
@@ -244,6 +246,7 @@ class Watcher:
             for rel in await asyncio.to_thread(_deleted_since, tree.target, codes, since):
                 caught_up[rel] = Change.DELETED.value
         ws.running, ws.path, ws.mode, ws.entries = True, str(tree.target), "inotify", index.entries
+        ws.last_error = None  # whatever failed or limited the watch before, it watches file by file now
         log.info("watching", path=str(tree.target), files=len(index.files), folders=len(index.dirs),
                  unannounced=len(caught_up))
         if caught_up:

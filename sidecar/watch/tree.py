@@ -93,6 +93,9 @@ class TreeIndex:
         self.files: set[str] = set()
         self.dirs: dict[str, int] = {}  # relative folder ("" is the root) -> watch descriptor
         self.by_wd: dict[int, str] = {}
+        # Folders the event loop watched the moment they appeared, until a walk indexes them. The
+        # loop is its only writer; the classifying thread only looks names up in it.
+        self.early: dict[int, str] = {}
         self.stop = False  # set from the loop to end a walk early
 
     @property
@@ -176,12 +179,41 @@ class TreeIndex:
                 if self.notify is not None:
                     self.notify.remove(wd)
 
+    def _folder(self, wd: int) -> str | None:
+        folder = self.by_wd.get(wd)
+        return folder if folder is not None else self.early.get(wd)
+
+    def watch_new(self, ev: inotify.RawEvent) -> None:
+        """Event-loop side: a folder appeared in a watched one; watch it now, not when its batch closes.
+
+        A writer filling a new folder keeps its batch open this way (the folder's own events flow
+        at once), as one batch rather than one for the folder and more for its files.
+        """
+        if self.notify is None or not ev.mask & inotify.IN_ISDIR or not ev.mask & (inotify.IN_CREATE
+                                                                                    | inotify.IN_MOVED_TO):
+            return
+        parent = self._folder(ev.wd)
+        if parent is None or len(self.early) >= self.limit:
+            return
+        rel = f"{parent}/{os.fsdecode(ev.name)}" if parent else os.fsdecode(ev.name)
+        if _ignored(rel):
+            return
+        try:
+            self.early[self.notify.add(os.fsencode(self._full(rel)), TREE_MASK)] = rel
+        except OSError:
+            return  # gone already, or over the kernel's limit: the batch's walk decides
+
+    def settle(self) -> None:
+        """Event-loop side, between batches: forget early watches a walk has indexed since."""
+        for wd in [wd for wd in self.early if wd in self.by_wd]:
+            del self.early[wd]
+
     def translate(self, events: Iterable[inotify.RawEvent]) -> tuple[list[tuple[Change, str]], bool]:
         """Raw inotify events of the tree's watches -> ``(change, relative path)``; True if the root went."""
         out: list[tuple[Change, str]] = []
         root_gone = False
         for ev in events:
-            folder = self.by_wd.get(ev.wd)
+            folder = self._folder(ev.wd)
             if folder is None:
                 continue  # a watch already dropped (its folder moved out or went)
             if ev.mask & (inotify.IN_DELETE_SELF | inotify.IN_MOVE_SELF | inotify.IN_UNMOUNT):

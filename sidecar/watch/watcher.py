@@ -51,6 +51,7 @@ class Events:
 
     def __init__(self, notify: inotify.Inotify) -> None:
         self.notify = notify
+        self.index: TreeIndex | None = None  # once set, new folders are watched as their events are read
         self.pending: list[inotify.RawEvent] = []
         self.overflow = False
         self.arrived = asyncio.Event()
@@ -61,13 +62,21 @@ class Events:
         events = self.notify.read()
         if self.overflow:
             return  # the batch is lost anyway; keep nothing
+        if self.index is not None:
+            for ev in events:
+                self.index.watch_new(ev)
         self.pending.extend(events)
         if len(self.pending) > MAX_PENDING:
             self.overflow, self.pending = True, []
         self.arrived.set()
 
     async def batch(self, step: float, cap: float, timeout: float) -> list[inotify.RawEvent]:
-        """The next batch: wait up to ``timeout`` for a first event, then until ``step`` passes quietly."""
+        """The next batch: wait up to ``timeout`` for a first event, then step by step until a step is quiet.
+
+        Steps are counted from the first event, so a lone write closes its batch one step later,
+        and a writer that pauses (descheduled on a busy machine) splits its batch only when a whole
+        step passes without an event.
+        """
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.arrived.wait(), timeout)
         deadline = self.loop.time() + cap
@@ -76,9 +85,8 @@ class Events:
             remaining = deadline - self.loop.time()
             if remaining <= 0:
                 break
-            try:
-                await asyncio.wait_for(self.arrived.wait(), min(step, remaining))
-            except TimeoutError:
+            await asyncio.sleep(min(step, remaining))
+            if not self.arrived.is_set():
                 break
         out, self.pending = self.pending, []
         self.arrived.clear()
@@ -215,6 +223,7 @@ class Watcher:
                 why = str(exc) if isinstance(exc, TooLarge) else "the kernel's inotify watch limit was reached"
                 await self._count_only(tree, (events, anchors), why)
                 return
+            events.index = index
             await self._arm(tree, index, touched, since)
             await self._follow(tree, index, events, anchors)
         finally:
@@ -273,6 +282,7 @@ class Watcher:
                 except TooLarge:
                     self.resume = (tree.identity, synced - RESUME_MARGIN_NS)
                     return  # re-armed: the walk finds it too large and falls back to counting
+                index.settle()
                 self.state.watch.entries = index.entries
                 if changes:
                     await self._record(tree.target, changes)

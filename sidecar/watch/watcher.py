@@ -71,12 +71,7 @@ class Events:
         self.arrived.set()
 
     async def batch(self, step: float, cap: float, timeout: float) -> list[inotify.RawEvent]:
-        """The next batch: wait up to ``timeout`` for a first event, then step by step until a step is quiet.
-
-        Steps are counted from the first event, so a lone write closes its batch one step later,
-        and a writer that pauses (descheduled on a busy machine) splits its batch only when a whole
-        step passes without an event.
-        """
+        """The next batch: wait up to ``timeout`` for a first event, then until ``step`` passes quietly."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.arrived.wait(), timeout)
         deadline = self.loop.time() + cap
@@ -85,8 +80,9 @@ class Events:
             remaining = deadline - self.loop.time()
             if remaining <= 0:
                 break
-            await asyncio.sleep(min(step, remaining))
-            if not self.arrived.is_set():
+            try:
+                await asyncio.wait_for(self.arrived.wait(), min(step, remaining))
+            except TimeoutError:
                 break
         out, self.pending = self.pending, []
         self.arrived.clear()

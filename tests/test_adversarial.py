@@ -119,7 +119,8 @@ def test_fallback_and_adopted_folders_with_chained_links_are_refused(tmp_path: P
     found = tmp_path / "vol2" / "scripts"  # a plain folder where the link goes: adopted, unless hostile
     found.parent.mkdir()
     os.rename(fallback, found)
-    result = seed(found, "--fallback-dir", str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    result = seed(found, "--fallback-dir", str(tmp_path / "empty"))
     assert result.returncode == 1 and "points outside the tree" in result.stderr
     assert found.is_dir() and not found.is_symlink() and (found / "pw").is_symlink(), "the folder is untouched"
 

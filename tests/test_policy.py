@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import structlog.testing
-from fakekube import FakeKube, client, kube_settings, pod, service, serving, until
+from fakekube import SERVICE, FakeKube, client, kube_settings, service, until
 from fakenode import FakeNode
 from fakepolicy import OLD_POD_IP, PolicyBook, install, policy
 
@@ -30,11 +30,6 @@ DRIFTED = policy("operator", "el-op", local_ip=OLD_POD_IP, id="drifted", date="2
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeKube]:
-    yield from serving(pod(), service())
-
-
-@pytest.fixture
 def node() -> Iterator[FakeNode]:
     with FakeNode("el-op") as stand_in:
         yield stand_in
@@ -44,6 +39,8 @@ class Pod:
     """One sidecar's state, its identity and Events jobs against fakekube, and its policy reader."""
 
     def __init__(self, fake: FakeKube, node: FakeNode, tmp_path: Path, *args: str) -> None:
+        if fake.get("services", SERVICE) is None:
+            fake.put(service())
         self.state = State()
         self.settings = kube_settings(tmp_path, "--node-type", "operator", "--rest-port", str(node.rest.port),
                                       "--policy-delay", "0", *args)

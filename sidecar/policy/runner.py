@@ -18,7 +18,7 @@ import asyncio
 import time
 from typing import Protocol
 
-from sidecar import logs
+from sidecar import logs, progress
 from sidecar.config import Settings
 from sidecar.events import DuplicatePolicies, PolicyDrift, PolicyMatches
 from sidecar.noderest import NodeAnswer, NodeRestError
@@ -92,12 +92,14 @@ class PolicyReader:
     async def run(self) -> None:
         """Read when due; forever."""
         p = self.state.policy
+        reports = progress.current()
         due: float | None = None  # monotonic time of the next read; None while the node is down
         planned_for: tuple[str | None, tuple[tuple[str, str], ...]] | None = None
         while True:
             now = time.monotonic()
             if not self.node_up():
                 due = None
+                reports.waiting("node up")
             else:
                 _, fields = self.expected()
                 key = (self.node_name(), tuple(sorted(fields.items())))
@@ -107,8 +109,10 @@ class PolicyReader:
                     due = min(due, now + self.settings.policy_delay)
                 planned_for = key
                 if now >= due:
+                    reports.working("policy read")
                     await self.read_once()
                     due = time.monotonic() + self.settings.policy_interval
+                reports.waiting("next policy read", max(0.0, due - time.monotonic()) + self.tick)
             p.next_read_time = None if due is None else time.time() + max(0.0, due - time.monotonic())
             await asyncio.sleep(self.tick)
 

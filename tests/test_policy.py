@@ -241,7 +241,7 @@ async def test_metrics_show_the_verdict(fake: FakeKube, node: FakeNode, tmp_path
 def test_the_running_sidecar_reads_reports_and_gates_on_the_policy(tmp_path: Path, sidecar_factory: Any) -> None:
     """The whole process: the component starts from the settings, reads after the node comes up, and
     reads again after the node restarts; /status, /metrics and /readyz follow."""
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, cli
 
     with FakeNode("el-op") as node:
         def declared(local_ip: str) -> dict[str, Any]:
@@ -269,4 +269,6 @@ def test_the_running_sidecar_reads_reports_and_gates_on_the_policy(tmp_path: Pat
         assert code == 503
         assert f"[-]policy failed: policy {OLD_POD_IP} differs: local_ip {OLD_POD_IP} (expected 192.0.2.5)" in body
         assert "edgelake_sidecar_node_policy_matches 0.0" in sc.get("/metrics")[1]
+        summary = cli(["status", "--http-port", str(sc.port)]).stdout
+        assert f"policy:   drift: policy {OLD_POD_IP} differs: local_ip {OLD_POD_IP}" in summary
         assert len(book.reads) == 2

@@ -55,7 +55,9 @@ class Pod:
 
     def node_up(self, up: bool = True) -> None:
         """What the rest check writes when the node answers (or stops answering)."""
-        self.state.checks["rest"].up = up
+        rest = self.state.checks["rest"]
+        rest.up = up
+        rest.transitions += 1
 
     def kinds(self) -> list[type[Event]]:
         """The events published since the last call."""
@@ -253,7 +255,7 @@ def test_the_running_sidecar_reads_reports_and_gates_on_the_policy(tmp_path: Pat
         sc = sidecar_factory(
             ["--fallback-dir", str(ROOT / "examples" / "deployment-scripts"), "--link", str(tmp_path / "vol" / "s"),
              "--kube", "off", "--tcp-port", str(node.tcp.port), "--rest-port", str(node.rest.port),
-             "--rest-interval", "0.2", "--rest-failure-threshold", "1", "--check-jitter", "0",
+             "--rest-interval", "0.3", "--rest-failure-threshold", "1", "--check-jitter", "0",
              "--policy-delay", "0", "--ready-checks", "rest,policy"],
             env={"NODE_TYPE": "operator", "NODE_NAME": "el-op", "OVERLAY_IP": "192.0.2.5"})
         sc.wait_for(lambda: sc.status()["node"]["policy"]["verdict"] == "match", what="policy match")

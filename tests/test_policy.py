@@ -11,7 +11,7 @@ import pytest
 import structlog.testing
 from fakekube import SERVICE, FakeKube, client, kube_settings, service, until
 from fakenode import FakeNode
-from fakepolicy import OLD_POD_IP, PolicyBook, install, policy
+from fakepolicy import OLD_POD_IP, PolicyBook, policy
 
 from sidecar import health
 from sidecar.backoff import Backoff
@@ -70,8 +70,8 @@ class Pod:
 async def started(fake: FakeKube, node: FakeNode, tmp_path: Path, *policies: dict[str, Any],
                   args: tuple[str, ...] = ("--node-name", "el-op")) -> tuple[Pod, PolicyBook]:
     """A pod whose identity file is written, beside a node that holds ``policies``."""
-    book = PolicyBook(*policies)
-    install(node, book)
+    book: PolicyBook = node.policies
+    book.set(*policies)
     pod_ = Pod(fake, node, tmp_path, *args)
     await pod_.identity.refresh()
     return pod_, book
@@ -159,9 +159,8 @@ async def test_verdict_follows_the_service_address_and_the_node(fake: FakeKube, 
 async def test_without_kubernetes_the_shared_environment_is_the_identity(node: FakeNode, tmp_path: Path) -> None:
     from sidecar.config import load
 
-    book = PolicyBook(DRIFTED, policy("operator", "el-op", company="Acme Edge", local_ip="192.0.2.5", port=32548,
+    node.policies.set(DRIFTED, policy("operator", "el-op", company="Acme Edge", local_ip="192.0.2.5", port=32548,
                                       rest_port=32549, broker_port=None, id="env"))
-    install(node, book)
     env = {"NODE_TYPE": "master-operator", "NODE_NAME": "el-op", "COMPANY_NAME": "Acme Edge",
            "OVERLAY_IP": "192.0.2.5", "ANYLOG_SERVER_PORT": "32548", "ANYLOG_REST_PORT": str(node.rest.port)}
     settings = load(["run", "--fallback-dir", str(tmp_path), "--kube", "off"], env)
@@ -209,8 +208,8 @@ async def test_a_refused_or_garbled_answer_is_an_error_and_keeps_the_verdict(fak
 
 async def test_readiness_waits_for_a_matching_policy_only_when_asked(fake: FakeKube, node: FakeNode,
                                                                      tmp_path: Path) -> None:
-    book = PolicyBook(DRIFTED)
-    install(node, book)
+    book: PolicyBook = node.policies
+    book.set(DRIFTED)
     gated = Pod(fake, node, tmp_path, "--node-name", "el-op", "--ready-checks", "policy")
     reporting = Pod(fake, node, tmp_path, "--node-name", "el-op")
     for pod_ in (gated, reporting):
@@ -250,8 +249,8 @@ def test_the_running_sidecar_reads_reports_and_gates_on_the_policy(tmp_path: Pat
             return policy("operator", "el-op", local_ip=local_ip, port=node.tcp.port, rest_port=node.rest.port,
                           broker_port=None, id=local_ip)
 
-        book = PolicyBook(declared("192.0.2.5"))
-        install(node, book)
+        book: PolicyBook = node.policies
+        book.set(declared("192.0.2.5"))
         sc = sidecar_factory(
             ["--fallback-dir", str(ROOT / "examples" / "deployment-scripts"), "--link", str(tmp_path / "vol" / "s"),
              "--kube", "off", "--tcp-port", str(node.tcp.port), "--rest-port", str(node.rest.port),

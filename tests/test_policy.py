@@ -273,3 +273,14 @@ def test_the_running_sidecar_reads_reports_and_gates_on_the_policy(tmp_path: Pat
         summary = cli(["status", "--http-port", str(sc.port)]).stdout
         assert f"policy:   drift: policy {OLD_POD_IP} differs: local_ip {OLD_POD_IP}" in summary
         assert len(book.reads) == 2
+
+
+async def test_a_node_that_refuses_the_read_gets_no_verdict(fake: FakeKube, node: FakeNode, tmp_path: Path) -> None:
+    pod_, book = await started(fake, node, tmp_path, MATCHING)
+    book.answer = lambda command: (400, '{"err_code": 9, "err_text": "Blockchain file not found"}')  # type: ignore
+    await pod_.reader.read_once()
+    p = pod_.state.policy
+    assert (p.verdict, p.matches, p.reads) == (None, None, {"error": 1})
+    assert p.last_error == "HTTP 400: err_code 9: Blockchain file not found"
+    assert health.policy_part(pod_.state) == health.Part(
+        "policy", False, "not read yet (last: HTTP 400: err_code 9: Blockchain file not found)")

@@ -138,8 +138,9 @@ class PolicyReader:
         except NodeRestError as exc:
             self._failed(f"{exc.reason}: {exc}")
             return
-        if answer.status != 200:
-            self._failed(f"HTTP {answer.status} {answer.reason_phrase[:80]}: {answer.text[:120]}".strip())
+        refused = answer.error()
+        if refused is not None or answer.status != 200:
+            self._failed(refused or f"HTTP {answer.status} {answer.reason_phrase[:80]}".strip())
             return
         try:
             policies = compare.parse(answer.text)

@@ -14,6 +14,7 @@ def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, se
     s = ws.state.scripts
     first = not s.published
     s.published = True
+    s.published_event.set()
     s.source = rev.source
     s.ref = ws.settings.ref
     s.revision = commit
@@ -31,6 +32,7 @@ def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
     """A revision was already published on the volume at start: record it without an announcement."""
     s = ws.state.scripts
     s.published = True
+    s.published_event.set()
     s.source = rev.source
     s.ref = ws.settings.ref
     s.revision = commit
@@ -50,6 +52,7 @@ def set_edits(ws: Workspace, edits: list[str]) -> None:
     """The current list of locally edited paths."""
     ws.state.scripts.local_edits = len(edits)
     ws.state.scripts.local_edit_files = edits
+    ws.state.scripts.edits_time = time.time()
 
 
 def sync_done(ws: Workspace, result: str, started: float, error: str | None = None,

@@ -162,6 +162,12 @@ def build_components(settings: Settings, state: State) -> list[Component]:
             spec = CheckSpec.from_settings(settings, name)
             runner = CheckRunner(spec, state, client=node_rest)
             components.append(Component(f"check-{name}", runner.run, 2 * spec.timeout + 1))
+    if settings.policy_enabled() and node_rest is not None:
+        from sidecar.policy.runner import PolicyReader
+
+        # One read: the wait for the REST client (a hook may hold it) and the read itself.
+        components.append(Component("policy", PolicyReader(settings, state, node_rest).run,
+                                    2 * settings.rest_timeout + settings.hook_timeout))
     return components
 
 

@@ -12,6 +12,7 @@ Nothing here performs I/O. Each section has one writer; everyone else only reads
   ``first_request_time`` ``client.py``; ``problem``/``problems``/``api_errors`` ``health.py`` (on behalf
   of every job); ``identity*`` ``identity.py``; ``events_*`` ``events.py``; ``annotations``
   ``annotations.py``.
+- ``policy``: ``policy/runner.py`` ``PolicyReader``.
 - ``components[name]``, ``loop_lag``, ``shutting_down``: ``app.py`` (the supervisor and its watchdog),
   except ``components[name].activities``, which the component itself writes through its
   ``progress.Progress`` handle.

@@ -61,6 +61,7 @@ async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True
     """Publish ``commit`` as the new revision, carrying local edits per the policy.
 
     ``known`` (a revision and its commit) saves a git call when the caller just read them.
+    ``commit``'s own tree must have passed the symlink check; what local edits add is checked here.
     """
     async with ws.lock:
         return await _publish(ws, commit, source, carry, known)
@@ -124,9 +125,11 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
                 return Outcome("conflict", conflicts=late.conflicts)
             await trees.apply_tree(ws.git, rev.path, files, late.tree, index, keep=True)
             files, ours = late.tree, again
-        # Every symlink, whether upstream's or a local edit carried over, must stay inside.
+        # Every symlink must stay inside: upstream's tree was checked before it was fetched in
+        # (git) or imported (fallback); local edits carried over may add links of their own.
         report_progress.working("checking and flushing the revision")
-        await trees.check_tree_symlinks(ws.git, ws.repo, files)
+        if files != theirs:
+            await trees.check_tree_symlinks(ws.git, ws.repo, files)
         await asyncio.to_thread(ws.layout.mark_complete, rev, commit)
     except BaseException:
         await asyncio.shield(discard_revision(ws, rev))

@@ -154,8 +154,11 @@ def test_sigkill_at_many_points_never_loses_the_tree_or_an_edit(tmp_path: Path) 
         proc = _start(args)
         # The first ~0.1 s is interpreter start-up; spread the rest across the operation.
         delay = 0.08 + span * ((i * 37) % 120) / 120
-        time.sleep(delay * (2.5 if run_mode else 1.0))  # not a wait: this picks the kill's moment
-        if _kill(proc):
+        try:
+            time.sleep(delay * (2.5 if run_mode else 1.0))  # not a wait: this picks the kill's moment
+        finally:  # a timeout or an interrupt here must not leave a sidecar running on its own
+            killed_alive = _kill(proc)
+        if killed_alive:
             mid_operation += 1
             phases.add(_phase(link, up.head()))
 

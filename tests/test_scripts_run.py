@@ -146,5 +146,5 @@ def test_sync_errors_keep_the_tree_back_off_and_recover(tmp_path: Path, sidecar_
     assert (link / MAIN).exists()
     moved.rename(up.bare)
     new = up.commit({MAIN: "back\n"})
-    sc.wait_for(lambda: sc.status()["scripts"]["revision"] == new, timeout=30, what="recovered")
+    sc.wait_for(lambda: sc.status()["scripts"]["revision"] == new, timeout=60, what="recovered")
     assert sc.status()["scripts"]["consecutive_failures"] == 0

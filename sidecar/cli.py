@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.command == "status":
         return _status(settings)
     if settings.command == "seed":
-        from sidecar.scripts.seed import seed_command
+        from sidecar.scripts.commands import seed_command
 
         return asyncio.run(seed_command(settings))
     if settings.command == "check":

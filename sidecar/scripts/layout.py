@@ -6,6 +6,8 @@
     <root>/home/                HOME for git and ssh (scratch)
     <root>/tmp/                 scratch, emptied at start
     <root>/adopted-<ns>/        a tree found where the link should be, kept after adoption
+    <root>/displaced-<ns>       a file found where the link should be, kept
+    <root>/writer.lock          the one-writer lock (lock.py), naming its holder
     <link> -> relative path to revs/<name>   (swapped with a temp link and rename())
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +153,34 @@ class Layout:
     def move_aside(self) -> Path:
         """Move a plain folder found at the link's path into the root (after adopting it)."""
         dest = self.root / f"adopted-{time.time_ns()}"
+        os.rename(self.link, dest)
+        return dest
+
+    # -- link inspection (what the probes say about the disk) -------------------------------------
+    def link_problem(self) -> str | None:
+        """Why no complete tree is published at the link right now, or None. A few lstat calls."""
+        try:
+            mode = os.lstat(self.link).st_mode
+        except FileNotFoundError:
+            return "the link is missing"
+        except OSError as exc:
+            return f"the link cannot be read ({exc.strerror})"
+        if stat.S_ISDIR(mode):
+            return "a folder is where the link should be"
+        if not stat.S_ISLNK(mode):
+            return "a file is where the link should be"
+        if not (self.repo / "HEAD").exists():
+            return "the scripts root is gone"
+        rev = self.current()
+        if rev is None:
+            return "the link points at no revision folder"
+        if not (self.revs / f"{rev.name}.ok").exists():
+            return "the revision the link points at is not marked complete"
+        return None
+
+    def displace(self) -> Path:
+        """Move a file found at the link's path into the root, where a person finds it again."""
+        dest = self.root / f"displaced-{time.time_ns()}"
         os.rename(self.link, dest)
         return dest
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from sidecar.bus import Event
 from sidecar.scripts.layout import Revision
 from sidecar.scripts.workspace import Workspace, log
+
+if TYPE_CHECKING:
+    from sidecar.scripts.basefind import Match
 
 
 def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, seeded: bool) -> None:
@@ -20,6 +24,8 @@ def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, se
     s.revision_dir = str(rev.path)
     s.published_time = time.time()
     s.revisions_published += 1
+    s.problem = None
+    s.held_upstream = None
     set_edits(ws, edits)
     s.conflict_files = []
     kind = "scripts-seeded" if seeded or first else "scripts-updated"
@@ -36,7 +42,43 @@ def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
     s.ref = ws.settings.ref
     s.revision = commit
     s.revision_dir = str(rev.path)
+    s.problem = None
     set_edits(ws, edits)
+
+
+def adopted(ws: Workspace, match: Match) -> None:
+    """The base an adopted tree got (or why it got none): the log, ``/status`` and an Event."""
+    ws.state.scripts.adoption = match.as_dict()
+    if match.commit is None:
+        log.warning("adoption_base_not_found", reason=match.reason, commits_searched=match.searched)
+        ws.state.bus.publish(Event("scripts-adopted", f"adopted the tree found at the link without a matching "
+                                   f"upstream commit: {match.reason}", warning=True, data=match.as_dict()))
+        return
+    log.info("adoption_base", base=match.commit, reason=match.reason, identical=match.identical,
+             edited=match.edited[:20], added=match.added[:20], missing=match.missing[:20],
+             not_moved=match.not_moved[:20])
+    ws.state.bus.publish(Event("scripts-adopted", f"adopted the tree found at the link on base {match.commit[:12]} "
+                               f"({match.reason}; {match.identical} identical, {len(match.edited)} edited, "
+                               f"{len(match.added)} added, {len(match.missing)} missing)", data=match.as_dict()))
+
+
+def lost(ws: Workspace, problem: str) -> None:
+    """The published tree is not there any more (link or root gone or replaced): not ready until repaired."""
+    s = ws.state.scripts
+    first = s.problem is None
+    s.published = False
+    s.problem = problem
+    if first:
+        log.error("scripts_lost", problem=problem)
+        ws.state.bus.publish(Event("scripts-lost", f"the published scripts are gone: {problem}; repairing",
+                                   warning=True, data={"problem": problem}))
+
+
+def moved_aside(ws: Workspace, what: str, where: str) -> None:
+    """A file or folder a person put where the link was is kept in the root."""
+    log.warning("link_path_content_kept", found=what, moved_to=where)
+    ws.state.bus.publish(Event("scripts-lost", f"a {what} was where the link should be; it is kept at {where}",
+                               warning=True, data={"found": what, "moved_to": where}))
 
 
 def late_conflicts(ws: Workspace, files: list[str]) -> None:
@@ -77,15 +119,19 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
     s.consecutive_failures = 0
     s.last_sync_error = None
     s.last_success_time = now
+    held = s.held_upstream or "unknown"
     if result == "conflict":
         s.conflict_files = conflicts or []
-        bus.publish(Event("edits-conflict", "local edits conflict with the upstream update; keeping the current "
-                          f"tree (files: {', '.join(s.conflict_files[:10])})", warning=True,
-                          data={"files": s.conflict_files}))
-        log.warning("sync_conflict", files=s.conflict_files)
+        bus.publish(Event("edits-conflict", f"local edits conflict with upstream commit {held[:12]}; keeping the "
+                          f"current tree (files: {', '.join(s.conflict_files[:10])}); settle it with "
+                          "`edgelake-sidecar resolve --take upstream|mine`", warning=True,
+                          data={"files": s.conflict_files, "upstream": s.held_upstream}))
+        log.warning("sync_conflict", files=s.conflict_files, upstream=s.held_upstream)
     elif result == "held":
-        bus.publish(Event("edits-held", f"local edits hold an upstream update ({s.local_edits} files edited)",
-                          warning=True, data={"files": s.local_edit_files[:50]}))
-        log.info("sync_held", edits=s.local_edits)
+        bus.publish(Event("edits-held", f"local edits hold upstream commit {held[:12]} back "
+                          f"({s.local_edits} files edited)", warning=True,
+                          data={"files": s.local_edit_files[:50], "upstream": s.held_upstream}))
+        log.info("sync_held", edits=s.local_edits, upstream=s.held_upstream)
     else:
         s.conflict_files = []
+        s.held_upstream = None

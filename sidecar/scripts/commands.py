@@ -1,0 +1,88 @@
+"""The one-shot commands that write the volume: ``seed``, and ``resolve`` when no sidecar runs.
+
+Each takes the volume's writer lock first (``lock.py``): a command never writes beside a running
+sidecar. ``seed`` beside one is the init-container case: when a complete tree is published it has
+nothing to do, so it exits 0 without touching anything; otherwise it waits a bounded time for
+the other writer to publish or to go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sidecar.config import Settings
+from sidecar.scripts import lock, report, trees
+from sidecar.scripts.edits import edited_paths
+from sidecar.scripts.git import GitError
+from sidecar.scripts.layout import Layout
+from sidecar.scripts.publish import head
+from sidecar.scripts.recover import SeedError, recover
+from sidecar.scripts.seed import first_seed
+from sidecar.scripts.sync import sync_once
+from sidecar.scripts.workspace import Workspace, log
+from sidecar.state import State
+
+LOCK_WAIT_EXTRA = 30.0  # seconds beyond --first-seed-timeout that seed waits for another writer
+LOCK_POLL = 0.2
+
+
+async def wait_for_writer(settings: Settings, command: str, *, give_up_when_published: bool) -> bool:
+    """Take the writer lock, waiting up to ``--first-seed-timeout`` + 30 s while another process has it.
+
+    Returns False (without the lock) when ``give_up_when_published`` and a complete tree is
+    published meanwhile; raises :class:`lock.Busy` when the wait runs out.
+    """
+    root = settings.revisions_root
+    layout = Layout(root, settings.link)
+    deadline = time.monotonic() + settings.first_seed_timeout + LOCK_WAIT_EXTRA
+    said = False
+    while True:
+        try:
+            await asyncio.to_thread(lock.hold, root, command, settings.pod_name)
+            return True
+        except lock.Busy as exc:
+            if give_up_when_published and await asyncio.to_thread(layout.link_problem) is None:
+                log.info("seed_skipped_other_writer", reason="a complete tree is published and another writer "
+                         "runs", holder=exc.holder, link=str(settings.link))
+                return False
+            if time.monotonic() > deadline:
+                raise
+            if not said:
+                log.info("waiting_for_other_writer", holder=exc.holder)
+                said = True
+        await asyncio.sleep(LOCK_POLL)
+
+
+async def seed_command(settings: Settings) -> int:
+    """``edgelake-sidecar seed``: publish once (or sync once when already published) and exit.
+
+    Exits 0 whenever a tree is published at the end, even if a sync of an existing tree failed,
+    so an init container never blocks a node that already has its scripts.
+    """
+    try:
+        if not await wait_for_writer(settings, "seed", give_up_when_published=True):
+            return 0
+    except lock.Busy as exc:
+        log.error("seed_failed", error=f"{exc}; no complete tree was published meanwhile")
+        return 1
+    except OSError as exc:
+        log.error("seed_failed", error=f"cannot take the writer lock in {settings.revisions_root}: {exc}")
+        return 1
+    ws = Workspace.create(settings, State())
+    try:
+        current = await recover(ws)
+        if current is None:
+            await first_seed(ws)
+        else:
+            report.found(ws, current, await head(ws, current), await edited_paths(ws.git, current.path))
+            result = await sync_once(ws)
+            if result != "ok" and result != "noop":
+                log.warning("seed_sync_not_applied", result=result, error=ws.state.scripts.last_sync_error,
+                            conflicts=ws.state.scripts.conflict_files, upstream=ws.state.scripts.held_upstream)
+    except (SeedError, GitError, trees.UnsafeTree, OSError) as exc:
+        log.error("seed_failed", error=str(exc))
+        return 1
+    s = ws.state.scripts
+    log.info("seed_done", source=s.source, revision=s.revision, link=str(settings.link), local_edits=s.local_edits)
+    return 0

@@ -23,12 +23,12 @@ from sidecar.scripts.sync import sync_once
 from sidecar.scripts.workspace import Workspace, log
 from sidecar.state import State
 
-LOCK_WAIT_EXTRA = 30.0  # seconds beyond --first-seed-timeout that seed waits for another writer
+LOCK_WAIT_EXTRA = 5.0  # seconds beyond --first-seed-timeout that seed waits for another writer
 LOCK_POLL = 0.2
 
 
 async def wait_for_writer(settings: Settings, command: str, *, give_up_when_published: bool) -> bool:
-    """Take the writer lock, waiting up to ``--first-seed-timeout`` + 30 s while another process has it.
+    """Take the writer lock, waiting up to ``--first-seed-timeout`` + 5 s while another process has it.
 
     Returns False (without the lock) when ``give_up_when_published`` and a complete tree is
     published meanwhile; raises :class:`lock.Busy` when the wait runs out.

@@ -100,6 +100,9 @@ class SyncLoop:
 
     async def _repair(self) -> None:
         log.warning("scripts_repairing", problem=self.state.scripts.problem)
+        if not await asyncio.to_thread(lock.check_held):  # the root may be new: its lock file too
+            self.lock_lost = True
+            return
         await self._publish_first()
         self.repair.clear()
         log.info("scripts_repaired", revision=self.state.scripts.revision, source=self.state.scripts.source)

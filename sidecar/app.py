@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sidecar import logs
+from sidecar.backoff import Backoff, Retries
 from sidecar.config import Settings
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
@@ -18,6 +19,8 @@ from sidecar.state import ComponentHealth, State
 log = logs.get("app")
 
 SHUTDOWN_GRACE = 4.0  # seconds; the whole stop fits in 5 s, well inside any pod grace period
+RESTART_BACKOFF = Backoff.doubling(1.0, 30.0)  # waits before restarting a failed component
+STABLE_RUN = 60.0  # seconds; a component that ran this long before failing starts its backoff over
 
 
 @dataclass
@@ -40,7 +43,7 @@ async def _watchdog(state: State, period: float = 1.0) -> None:
 async def _supervise(component: Component, state: State) -> None:
     """Run a component forever, restarting it with backoff when it fails."""
     health = state.components.setdefault(component.name, ComponentHealth())
-    delay = 1.0
+    retries = Retries(RESTART_BACKOFF)
     while True:
         health.alive = True
         started = time.monotonic()
@@ -55,10 +58,9 @@ async def _supervise(component: Component, state: State) -> None:
             health.restarts += 1
             health.last_error = logs.redact(f"{type(exc).__name__}: {exc}")
             log.error("component_failed", name=component.name, error=health.last_error, exc_info=True)
-            if time.monotonic() - started > 60:
-                delay = 1.0
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            if time.monotonic() - started > STABLE_RUN:
+                retries.reset()
+            await asyncio.sleep(retries.failed())
 
 
 def build_components(settings: Settings, state: State) -> list[Component]:

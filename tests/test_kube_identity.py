@@ -12,7 +12,8 @@ import pytest
 import structlog.testing
 from fakekube import POD, SERVICE, FakeKube, client, kube_settings, node, pod, service, serving
 
-from sidecar.kube.health import Backoff, Health
+from sidecar.backoff import Backoff
+from sidecar.kube.health import Health
 from sidecar.kube.identity import IdentityJob, compute, parse, render, write_atomic
 from sidecar.state import KubeState
 
@@ -25,7 +26,8 @@ def fake() -> Iterator[FakeKube]:
 def job(fake: FakeKube, tmp_path: Path, *args: str) -> IdentityJob:
     settings = kube_settings(tmp_path, *args)
     state = KubeState()
-    return IdentityJob(settings, state, client(fake, tmp_path, settings, state), Health(state), Backoff(0.05, 0.2))
+    api = client(fake, tmp_path, settings, state)
+    return IdentityJob(settings, state, api, Health(state), Backoff.doubling(0.05, 0.2))
 
 
 def test_compute_from_each_kind_of_service(tmp_path: Path) -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from sidecar.bus import Event
+from sidecar.events import (
+    EditsConflict,
+    EditsHeld,
+    ScriptsAdopted,
+    ScriptsLost,
+    ScriptsSeeded,
+    ScriptsUpdated,
+    SyncFailed,
+    SyncRecovered,
+)
 from sidecar.scripts.layout import Revision
 from sidecar.scripts.workspace import Workspace, log
 
@@ -28,10 +37,9 @@ def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, se
     s.held_upstream = None
     set_edits(ws, edits)
     s.conflict_files = []
-    kind = "scripts-seeded" if seeded or first else "scripts-updated"
-    verb = "seeded" if kind == "scripts-seeded" else "updated"
-    ws.state.bus.publish(Event(kind, f"scripts {verb} from {rev.source} at {commit[:12]}",
-                               data={"revision": commit, "source": rev.source, "path": str(rev.path)}))
+    event, verb = (ScriptsSeeded, "seeded") if seeded or first else (ScriptsUpdated, "updated")
+    ws.state.bus.publish(event(message=f"scripts {verb} from {rev.source} at {commit[:12]}",
+                               revision=commit, source=rev.source, path=str(rev.path)))
 
 
 def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
@@ -51,15 +59,17 @@ def adopted(ws: Workspace, match: Match) -> None:
     ws.state.scripts.adoption = match.as_dict()
     if match.commit is None:
         log.warning("adoption_base_not_found", reason=match.reason, commits_searched=match.searched)
-        ws.state.bus.publish(Event("scripts-adopted", f"adopted the tree found at the link without a matching "
-                                   f"upstream commit: {match.reason}", warning=True, data=match.as_dict()))
-        return
-    log.info("adoption_base", base=match.commit, reason=match.reason, identical=match.identical,
-             edited=match.edited[:20], added=match.added[:20], missing=match.missing[:20],
-             not_moved=match.not_moved[:20])
-    ws.state.bus.publish(Event("scripts-adopted", f"adopted the tree found at the link on base {match.commit[:12]} "
-                               f"({match.reason}; {match.identical} identical, {len(match.edited)} edited, "
-                               f"{len(match.added)} added, {len(match.missing)} missing)", data=match.as_dict()))
+        message = f"adopted the tree found at the link without a matching upstream commit: {match.reason}"
+    else:
+        log.info("adoption_base", base=match.commit, reason=match.reason, identical=match.identical,
+                 edited=match.edited[:20], added=match.added[:20], missing=match.missing[:20],
+                 not_moved=match.not_moved[:20])
+        message = (f"adopted the tree found at the link on base {match.commit[:12]} ({match.reason}; "
+                   f"{match.identical} identical, {len(match.edited)} edited, {len(match.added)} added, "
+                   f"{len(match.missing)} missing)")
+    ws.state.bus.publish(ScriptsAdopted(message=message, base=match.commit, reason=match.reason,
+                                        identical=match.identical, edited=tuple(match.edited[:50]),
+                                        added=tuple(match.added[:50]), missing=tuple(match.missing[:50])))
 
 
 def lost(ws: Workspace, problem: str) -> None:
@@ -70,23 +80,23 @@ def lost(ws: Workspace, problem: str) -> None:
     s.problem = problem
     if first:
         log.error("scripts_lost", problem=problem)
-        ws.state.bus.publish(Event("scripts-lost", f"the published scripts are gone: {problem}; repairing",
-                                   warning=True, data={"problem": problem}))
+        ws.state.bus.publish(ScriptsLost(message=f"the published scripts are gone: {problem}; repairing",
+                                         problem=problem))
 
 
 def moved_aside(ws: Workspace, what: str, where: str) -> None:
     """A file or folder a person put where the link was is kept in the root."""
     log.warning("link_path_content_kept", found=what, moved_to=where)
-    ws.state.bus.publish(Event("scripts-lost", f"a {what} was where the link should be; it is kept at {where}",
-                               warning=True, data={"found": what, "moved_to": where}))
+    ws.state.bus.publish(ScriptsLost(message=f"a {what} was where the link should be; it is kept at {where}",
+                                     problem=f"a {what} is where the link should be", kept_at=where))
 
 
 def late_conflicts(ws: Workspace, files: list[str]) -> None:
     """Edits written to the old tree during a swap conflict with the new one; the old folder is kept."""
     ws.state.scripts.conflict_files = files
-    ws.state.bus.publish(Event("edits-conflict", "edits made during an update conflict with it; they are kept in "
-                               f"the previous revision folder (files: {', '.join(files[:10])})", warning=True,
-                               data={"files": files}))
+    ws.state.bus.publish(EditsConflict(message="edits made during an update conflict with it; they are kept in "
+                                       f"the previous revision folder (files: {', '.join(files[:10])})",
+                                       files=tuple(files)))
 
 
 def set_edits(ws: Workspace, edits: list[str]) -> None:
@@ -109,12 +119,12 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
         s.consecutive_failures += 1
         s.last_sync_error = error
         if s.consecutive_failures == 1:
-            bus.publish(Event("sync-failed", f"scripts sync failing: {error}", warning=True,
-                              data={"error": error}))
+            bus.publish(SyncFailed(message=f"scripts sync failing: {error}", error=error or ""))
         log.warning("sync_failed", error=error, consecutive=s.consecutive_failures)
         return
     if s.consecutive_failures:
-        bus.publish(Event("sync-recovered", f"scripts sync recovered after {s.consecutive_failures} failures"))
+        bus.publish(SyncRecovered(message=f"scripts sync recovered after {s.consecutive_failures} failures",
+                                  failures=s.consecutive_failures))
         log.info("sync_recovered", after_failures=s.consecutive_failures)
     s.consecutive_failures = 0
     s.last_sync_error = None
@@ -122,15 +132,15 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
     held = s.held_upstream or "unknown"
     if result == "conflict":
         s.conflict_files = conflicts or []
-        bus.publish(Event("edits-conflict", f"local edits conflict with upstream commit {held[:12]}; keeping the "
-                          f"current tree (files: {', '.join(s.conflict_files[:10])}); settle it with "
-                          "`edgelake-sidecar resolve --take upstream|mine`", warning=True,
-                          data={"files": s.conflict_files, "upstream": s.held_upstream}))
+        bus.publish(EditsConflict(message=f"local edits conflict with upstream commit {held[:12]}; keeping the "
+                                  f"current tree (files: {', '.join(s.conflict_files[:10])}); settle it with "
+                                  "`edgelake-sidecar resolve --take upstream|mine`",
+                                  files=tuple(s.conflict_files), upstream=s.held_upstream))
         log.warning("sync_conflict", files=s.conflict_files, upstream=s.held_upstream)
     elif result == "held":
-        bus.publish(Event("edits-held", f"local edits hold upstream commit {held[:12]} back "
-                          f"({s.local_edits} files edited)", warning=True,
-                          data={"files": s.local_edit_files[:50], "upstream": s.held_upstream}))
+        bus.publish(EditsHeld(message=f"local edits hold upstream commit {held[:12]} back "
+                              f"({s.local_edits} files edited)", files=tuple(s.local_edit_files[:50]),
+                              upstream=s.held_upstream))
         log.info("sync_held", edits=s.local_edits, upstream=s.held_upstream)
     else:
         s.conflict_files = []

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar.bus import Event
+from sidecar.events import ConflictResolved
 from sidecar.scripts import remote, report, trees
 from sidecar.scripts.edits import snapshot
 from sidecar.scripts.git import Git
@@ -147,7 +147,8 @@ async def resolve(ws: Workspace, take: str, paths: Sequence[str]) -> dict[str, A
     result: dict[str, Any] = {"take": take, "paths": chosen, "upstream": commit,
                               "kept_in": str(kept_in) if kept else None, "kept": kept}
     log.info("conflict_resolved", **result)
-    ws.state.bus.publish(Event("conflict-resolved", f"conflict with upstream {commit[:12]} settled by taking "
-                               f"{take} for {', '.join(chosen[:10])}"
-                               + (f"; the local copies are kept in {kept_in}" if kept else ""), data=result))
+    ws.state.bus.publish(ConflictResolved(
+        message=f"conflict with upstream {commit[:12]} settled by taking {take} for {', '.join(chosen[:10])}"
+                + (f"; the local copies are kept in {kept_in}" if kept else ""),
+        take=take, files=tuple(chosen), upstream=commit, kept_in=str(kept_in) if kept else None))
     return result

@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar.scripts.commands import seed_command
 
         return asyncio.run(seed_command(settings))
+    if settings.command == "resolve":
+        from sidecar.scripts.commands import resolve_command
+
+        return asyncio.run(resolve_command(settings))
     if settings.command == "check":
         from sidecar.checks.runner import check_command
 

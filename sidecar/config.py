@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("run", "seed", "check", "status", "version")
+COMMANDS = ("run", "seed", "check", "status", "resolve", "version")
 
 # Default node ports by NODE_TYPE, read in the node's set_params.al (see shared/edgelake-facts.md).
 NODE_DEFAULT_PORTS: dict[str, tuple[int, int]] = {
@@ -100,6 +100,8 @@ class Settings:
     """Every setting of the sidecar. Build it with :func:`load`."""
 
     command: str = "run"
+    take: str | None = None  # resolve only: upstream or mine
+    paths: tuple[str, ...] = ()  # resolve only: the files to settle (none: every conflicting file)
 
     # --- general -------------------------------------------------------------------------------
     log_level: str = opt("--log-level", "choice", "info", "Lowest log level printed.",
@@ -442,10 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
         "seed": "publish the scripts once (or sync once if published) and exit",
         "check": "run every enabled node check once and print a table",
         "status": "print the /status of a running sidecar",
+        "resolve": "settle a held conflict: --take upstream|mine [PATH...], then publish",
         "version": "print the version",
     }
     for name in COMMANDS:
-        sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
+        command = sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
+        if name == "resolve":
+            command.add_argument("--take", choices=("upstream", "mine"), required=True,
+                                 help="upstream: take upstream's file (yours is kept under the root); "
+                                      "mine: keep your whole file")
+            command.add_argument("paths", nargs="*", metavar="PATH", help="files to settle (default: all in conflict)")
     return parser
 
 
@@ -454,7 +462,8 @@ def load(argv: Sequence[str] | None = None, environ: Env | None = None) -> Setti
     env = dict(os.environ if environ is None else environ)
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
-    values: dict[str, Any] = {"command": args.command or "run"}
+    values: dict[str, Any] = {"command": args.command or "run", "take": getattr(args, "take", None),
+                              "paths": tuple(getattr(args, "paths", ()))}
     problems: list[str] = []
     for f in setting_fields():
         cli_value = getattr(args, f.name)

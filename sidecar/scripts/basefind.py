@@ -13,6 +13,8 @@ changes undone, so the score of every commit costs only the files that commit ch
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,9 +149,40 @@ async def _fetch_history(ws: Workspace) -> str:
     return await ws.git.out(["rev-parse", f"{HISTORY_REF}^{{commit}}"], git_dir=ws.repo)
 
 
-async def _search(ws: Workspace, tree_id: str) -> Match:
-    tree = await listing(ws.git, ws.repo, tree_id)
-    tip = await _fetch_history(ws)
+def _walk(folder: Path) -> tuple[list[str], dict[str, str]]:
+    """The regular files of ``folder`` (``.git`` left out), and its symlinks with their blob ids.
+
+    Blocking: run in a thread. A symlink's blob is its target, hashed here as git hashes it.
+    """
+    files: list[str] = []
+    links: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in [*filenames, *(d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))]:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, folder).replace(os.sep, "/")
+            if os.path.islink(full):
+                target = os.fsencode(os.readlink(full))
+                links[rel] = hashlib.sha1(b"blob %d\0" % len(target) + target, usedforsecurity=False).hexdigest()
+            elif os.path.isfile(full) and "\n" not in rel:
+                files.append(rel)
+    return files, links
+
+
+async def hash_folder(git: Git, repo: Path, folder: Path) -> dict[str, str]:
+    """``path -> blob id`` of a plain folder's files, as ``git add`` would store them, writing nothing."""
+    files, ids = await asyncio.to_thread(_walk, folder)
+    if files:
+        out = await git.run(["hash-object", "--stdin-paths"], git_dir=repo, cwd=folder,
+                            env={"GIT_WORK_TREE": str(folder)},
+                            stdin=b"".join(os.fsencode(f) + b"\n" for f in files))
+        ids.update(zip(files, out.stdout.decode().split(), strict=True))
+    return ids
+
+
+async def _search(ws: Workspace, folder: Path) -> Match:
+    # Hash the folder while the history arrives: both take a while, neither needs the other.
+    tree, tip = await asyncio.gather(hash_folder(ws.git, ws.repo, folder), _fetch_history(ws))
     log_raw = (await ws.git.run(
         ["log", "--first-parent", "--diff-merges=first-parent", "--raw", "--no-renames", "--no-abbrev", "-r", "-z",
          f"--max-count={MAX_COMMITS}", "--format=C %H", tip], git_dir=ws.repo)).stdout
@@ -165,15 +198,15 @@ async def _search(ws: Workspace, tree_id: str) -> Match:
                                        f"{score} of {paths} files identical", walked)
 
 
-async def find_base(ws: Workspace, tree_id: str) -> Match:
-    """The base for an adopted tree (its files as ``tree_id``), or a Match without commit saying why not."""
+async def find_base(ws: Workspace, folder: Path) -> Match:
+    """The base for the tree in ``folder``, or a Match without commit saying why not."""
     if ws.settings.repo is None:
         return Match(None, "no repository configured to search")
     if ws.settings.ref is not None and is_sha(ws.settings.ref) and len(ws.settings.ref) < 40:
         return Match(None, "an abbreviated commit SHA names no history to search")
     try:
         async with asyncio.timeout(BUDGET):
-            return await _search(ws, tree_id)
+            return await _search(ws, folder)
     except TimeoutError:
         return Match(None, f"the history search ran out of its {BUDGET:g} s budget")
     except GitError as exc:

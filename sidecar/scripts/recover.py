@@ -80,27 +80,26 @@ async def _refetch(ws: Workspace, commit: str | None) -> str | None:
         return None
 
 
-async def _base_for(ws: Workspace, folder: Path, files: str, known_base: str | None) -> tuple[str, str]:
-    """The base commit of an adopted tree and the files to publish on it (see :func:`adopt`)."""
+async def _base_for(ws: Workspace, folder: Path, known_base: str | None) -> tuple[str, list[str]]:
+    """The base commit of an adopted tree, and the base's files to add to it (see :func:`adopt`)."""
     base = await _refetch(ws, known_base)
     if base is not None:
         report.adopted(ws, basefind.Match(base, "the revision published before"))
-        return base, files
+        return base, []
     base = await _clone_head(ws, folder)
     if base is not None:
         report.adopted(ws, basefind.Match(base, "the folder's own clone"))
-        return base, files
-    match = await basefind.find_base(ws, files)
+        return base, []
+    match = await basefind.find_base(ws, folder)
     if match.commit is not None:
         report.adopted(ws, match)
-        return match.commit, await basefind.restore(ws.git, ws.repo, files, match.commit, match.not_moved,
-                                                    ws.scratch("index"))
+        return match.commit, match.not_moved
     base = await fallback_commit(ws)
     fallback = "the fallback folder's files" if base is not None else "an empty base: every file counts as an edit"
     if base is None:
         base = await trees.commit(ws.git, ws.repo, trees.EMPTY_TREE, "empty base")
     report.adopted(ws, basefind.Match(None, f"{match.reason}; base: {fallback}"))
-    return base, files
+    return base, []
 
 
 async def adopt(ws: Workspace, folder: Path, *, move_aside: bool, known_base: str | None = None) -> Revision:
@@ -112,8 +111,11 @@ async def adopt(ws: Workspace, folder: Path, *, move_aside: bool, known_base: st
     else the fallback folder's tree (the node image's copy of the same scripts), else the empty
     tree (every file then counts as an edit, so an update conflicts instead of overwriting anything).
     """
+    base, not_moved = await _base_for(ws, folder, known_base)
+    # After the base: the blobs the base shares with the folder are in the repository by now,
+    # so importing writes only what the person changed.
     files = await trees.import_dir(ws.git, ws.repo, folder, ws.scratch("index"))
-    base, files = await _base_for(ws, folder, files, known_base)
+    files = await basefind.restore(ws.git, ws.repo, files, base, not_moved, ws.scratch("index"))
     rev = ws.layout.new_revision("adopted", base)
     await worktree_add(ws, rev, base)
     try:

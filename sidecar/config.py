@@ -1,7 +1,7 @@
 """One validated settings object, built from flags, ``SIDECAR_*`` variables and the node's own names.
 
 Every setting is declared once, as a dataclass field whose metadata carries its flag, its
-environment names, its kind and its help text. The parser, the validation and the README's
+environment names, its kind and its help text. The parser, the validation and docs/configuration.md's
 configuration table (``python -m sidecar.docs``) are all driven from that one declaration.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 COMMANDS = ("run", "seed", "check", "status", "resolve", "version")
 
-# Default node ports by NODE_TYPE, read in the node's set_params.al (see shared/edgelake-facts.md).
+# Default node ports by NODE_TYPE, read in the node's set_params.al (see docs/checks.md).
 NODE_DEFAULT_PORTS: dict[str, tuple[int, int]] = {
     "master": (32048, 32049),
     "operator": (32148, 32149),
@@ -91,6 +91,7 @@ def _default_link(env: Env) -> Path:
 
 
 CHECK_NAMES = ("tcp", "rest", "broker")
+READY_NAMES = (*CHECK_NAMES, "policy")  # what --ready-checks may name
 HOOK_TRIGGERS = ("change", "publish")
 HOOK_ACTIONS = ("rest", "exec", "webhook")
 
@@ -224,7 +225,8 @@ class Settings:
                               minimum=0, maximum=0.5, group="checks")
     ready_checks: tuple[str, ...] | None = opt("--ready-checks", "checklist", None,
                                                "Comma-separated checks that gate `/readyz` (default: every "
-                                               "enabled check; empty: none).", group="checks")
+                                               "enabled check; empty: none; `policy` only when named).",
+                                               group="checks")
     node_livez_after: float = opt("--node-livez-after", "float", 120.0,
                                   "Seconds the rest check must fail before `/node/livez` fails.", minimum=1,
                                   maximum=86400, group="checks")
@@ -283,6 +285,33 @@ class Settings:
                              "Seconds between reads of the Service once the network identity is complete.",
                              minimum=1, maximum=86400, group="kube")
 
+    # --- the node's policy ---------------------------------------------------------------------
+    policy: bool = opt("--policy", "bool", True,
+                       "Read the node's own policy in the network's metadata and compare its addresses with the "
+                       "stable ones (needs `NODE_TYPE` and the rest port).", group="policy")
+    policy_interval: float = opt("--policy-interval", "float", 600.0,
+                                 "Seconds between reads of the node's policy; each read adds one line to the "
+                                 "node's event log.", minimum=60, maximum=86400, group="policy")
+    policy_delay: float = opt("--policy-delay", "float", 30.0,
+                              "Seconds after the node comes up, or its addresses change, before the policy is "
+                              "read (the node declares its policy while it starts).", minimum=0, maximum=3600,
+                              group="policy")
+    node_type: str | None = opt("--node-type", "optstr", None,
+                                "The node's type, as the node's `NODE_TYPE`: the kind of policy it declares.",
+                                env=("NODE_TYPE",), group="policy")
+    node_name: str | None = opt("--node-name", "optstr", None,
+                                "The node's name in its policy, as the node's `NODE_NAME` (default: the name "
+                                "the node reports).", env=("NODE_NAME",), group="policy")
+    company_name: str = opt("--company-name", "str", "New Company",
+                            "The company in the node's policy, as the node's `COMPANY_NAME`.",
+                            env=("COMPANY_NAME",), group="policy")
+    overlay_ip: str | None = opt("--overlay-ip", "optstr", None,
+                                 "The node's stable address, as the node's `OVERLAY_IP`; compared with its policy "
+                                 "when Kubernetes gives no network identity.", env=("OVERLAY_IP",), group="policy")
+    tcp_bind: bool = opt("--tcp-bind", "bool", False,
+                         "As the node's `TCP_BIND`: true puts the stable address in the policy's `ip` instead "
+                         "of `local_ip`.", env=("TCP_BIND",), group="policy")
+
     @property
     def revisions_root(self) -> Path:
         """The folder that holds revisions: ``--root`` or ``.sidecar`` beside the link."""
@@ -292,11 +321,16 @@ class Settings:
         """Checks whose port is known, in a fixed order."""
         return tuple(name for name in CHECK_NAMES if getattr(self, f"{name}_port") is not None)
 
+    def policy_enabled(self) -> bool:
+        """The node's policy is read: asked for, and the node's type and REST port are known."""
+        return self.policy and bool(self.node_type) and self.rest_port is not None
+
     def gating_checks(self) -> tuple[str, ...]:
-        """Checks that gate readiness."""
+        """Checks that gate readiness; ``policy`` only when asked for by name."""
         if self.ready_checks is None:
             return self.enabled_checks()
-        return tuple(c for c in self.ready_checks if c in self.enabled_checks())
+        gating = (*self.enabled_checks(), *(("policy",) if self.policy_enabled() else ()))
+        return tuple(c for c in self.ready_checks if c in gating)
 
     def hooks(self) -> dict[tuple[str, str], str]:
         """Configured hooks: ``(trigger, action)`` -> template, command or URL."""
@@ -385,9 +419,9 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
         return low
     if kind == "checklist":
         items = tuple(x.strip().lower() for x in raw.split(",") if x.strip())
-        bad = [x for x in items if x not in CHECK_NAMES]
+        bad = [x for x in items if x not in READY_NAMES]
         if bad:
-            raise ValueError(f"{name}: unknown check {', '.join(bad)} (known: {', '.join(CHECK_NAMES)})")
+            raise ValueError(f"{name}: unknown check {', '.join(bad)} (known: {', '.join(READY_NAMES)})")
         return items
     if kind in ("int", "port"):
         if kind == "port" and raw.strip() == "":
@@ -421,7 +455,7 @@ def _check_range(name: str, value: float, lo: float | None, hi: float | None) ->
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser: one subcommand per mode, each taking every setting."""
     common = argparse.ArgumentParser(add_help=False)
-    for group_name in ("general", "scripts", "checks", "hooks", "kube"):
+    for group_name in ("general", "scripts", "checks", "hooks", "kube", "policy"):
         group = common.add_argument_group(group_name)
         for f in setting_fields():
             if f.metadata["group"] != group_name:

@@ -32,6 +32,9 @@ class Kind(StrEnum):
     CONFLICT_RESOLVED = "conflict-resolved"
     CHECK_DOWN = "check-down"
     CHECK_UP = "check-up"
+    POLICY_DRIFT = "policy-drift"
+    DUPLICATE_POLICIES = "duplicate-policies"
+    POLICY_MATCHES = "policy-matches"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,3 +180,34 @@ class CheckUp(Event):
 
     kind = Kind.CHECK_UP
     check: str
+
+
+# --- the node's policy -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyDrift(Event):
+    """No policy of this node carries its stable addresses (any longer)."""
+
+    kind = Kind.POLICY_DRIFT
+    warning = True
+    policy_id: str | None  # the policy that speaks for the node, None when there is none
+    differences: tuple[str, ...]  # e.g. "local_ip 10.244.1.7 (expected 10.96.0.12)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DuplicatePolicies(Event):
+    """More than one policy carries this node's name and company."""
+
+    kind = Kind.DUPLICATE_POLICIES
+    warning = True
+    count: int
+    policy_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyMatches(Event):
+    """After drift or duplicates, one policy carries the node's stable addresses again."""
+
+    kind = Kind.POLICY_MATCHES
+    policy_id: str | None

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from fakekube import POD, FakeKube, client, kube_settings, pod, serving, until
+from fakekube import POD, FakeKube, client, kube_settings, until
 
 from sidecar.backoff import Backoff
 from sidecar.events import CheckDown, ScriptsSeeded, ScriptsUpdated
 from sidecar.kube.annotations import REVISION, SOURCE, AnnotationsJob
 from sidecar.kube.health import Health
 from sidecar.state import State
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKube]:
-    yield from serving(pod())
 
 
 def annotations_job(fake: FakeKube, tmp_path: Path, state: State) -> AnnotationsJob:

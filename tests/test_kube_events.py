@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import structlog.testing
-from fakekube import NAMESPACE, POD, FakeKube, client, kube_settings, pod, service, serving, until
+from fakekube import NAMESPACE, POD, FakeKube, client, kube_settings, service, until
 
 from sidecar.backoff import Backoff
 from sidecar.events import CheckDown, CheckUp, FilesChanged, ScriptsSeeded, SyncFailed
@@ -18,11 +16,6 @@ from sidecar.kube.events import EventsJob
 from sidecar.kube.health import Health
 from sidecar.kube.identity import IdentityJob
 from sidecar.state import State
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKube]:
-    yield from serving(pod())
 
 
 def events_job(fake: FakeKube, tmp_path: Path, **kwargs: Any) -> tuple[State, EventsJob]:

@@ -26,7 +26,7 @@ def node() -> Iterator[FakeNode]:
 
 def spec(name: str, port: int, **kw: float) -> CheckSpec:
     # timeout 3 s, the default: rapid connects to a backlog of 5 sometimes wait for a 1 s SYN retry,
-    # on the real node (shared/edgelake-facts.md) and on the stand-in alike.
+    # on the real node (docs/checks.md) and on the stand-in alike.
     values: dict[str, float] = {"interval": 0.05, "timeout": 3.0, "failure_threshold": 3, "success_threshold": 1,
                                 "initial_delay": 0.0, "jitter": 0.0}
     values.update(kw)

@@ -3,7 +3,7 @@ scripts a node runs. One merge patch per change; nothing is sent when the values
 
 from __future__ import annotations
 
-from sidecar import logs
+from sidecar import logs, progress
 from sidecar.backoff import Backoff, Retries
 from sidecar.config import Settings
 from sidecar.events import ScriptsPublished
@@ -41,10 +41,13 @@ class AnnotationsJob:
         scripts = self.state.scripts
         if scripts.published:
             self._want(scripts.revision, scripts.source)
+        report = progress.current()
         retry_in: float | None = None
         while True:
             if self.wanted and self.wanted != self.state.kube.annotations:
+                report.working("patching the pod")
                 retry_in = await self._patch()
+            report.waiting("a published revision" if retry_in is None else "retry after an API error", retry_in)
             event = await next_event(self.queue, retry_in)
             if isinstance(event, ScriptsPublished):
                 # The event is what was just published; state.scripts says the same a moment later.

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar import logs
+from sidecar import logs, progress
 from sidecar.backoff import Backoff, Retries
 from sidecar.config import Settings
 from sidecar.events import Event, Kind
@@ -41,6 +41,9 @@ REASONS = {  # the kinds a person wants in `kubectl describe pod`, with their Ev
     Kind.CONFLICT_RESOLVED: "LocalEditsResolved",
     Kind.CHECK_DOWN: "NodePortDown",
     Kind.CHECK_UP: "NodePortUp",
+    Kind.POLICY_DRIFT: "PolicyDrift",
+    Kind.DUPLICATE_POLICIES: "DuplicatePolicies",
+    Kind.POLICY_MATCHES: "PolicyMatches",
 }
 MAX_MESSAGE = 1024
 SIMILAR_MAX = 10  # different messages of one (type, reason) before they are combined (client-go's default)
@@ -134,8 +137,10 @@ class EventsJob:
 
     async def run(self) -> None:
         """Never returns: waits for bus events, writes what the rate allows, backs off on API errors."""
+        report = progress.current()
         while True:
             if not self.dirty:
+                report.waiting("bus events")
                 event = await next_event(self.queue, None)
                 assert event is not None
                 self.add(event)
@@ -143,12 +148,14 @@ class EventsJob:
                 self.add(self.queue.get_nowait())
             wait = self.bucket.wait()
             if wait > 0:
+                report.waiting("the write rate", wait)
                 event = await next_event(self.queue, wait)
                 if event is not None:
                     self.add(event)
                 continue
             key = next(iter(self.dirty))
             self.bucket.take()
+            report.working("writing an Event")
             try:
                 await self.write(self.series[key])
             except KubeError as exc:
@@ -161,6 +168,7 @@ class EventsJob:
 
     async def _collect_for(self, seconds: float) -> None:
         """Wait, still counting the bus events that arrive (the queue must not overflow meanwhile)."""
+        progress.current().waiting("retry after an API error", seconds)
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             event = await next_event(self.queue, left)

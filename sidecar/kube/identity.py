@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sidecar import logs
+from sidecar import logs, progress
 from sidecar.backoff import Backoff, Retries
 from sidecar.config import Settings
 from sidecar.kube.client import KubeClient, KubeError
@@ -176,9 +176,11 @@ class IdentityJob:
             self.state.identity, self.state.identity_source = previous, "file"
             self.state.identity_written = True
             log.info("identity_kept", path=str(self.path), **previous)
+        report = progress.current()
         while True:
+            report.working("reading the Service")
             delay = await self.refresh()
-            await asyncio.sleep(delay)
+            await report.sleep(delay, "next read of the Service")
 
     async def refresh(self) -> float:
         """Read the Service once, write the file if it changed; return the seconds until the next read."""

@@ -45,7 +45,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Default node ports by type, as the node's own set_params.al sets them (shared/edgelake-facts.md);
+Default node ports by type, as the node's own set_params.al sets them (docs/checks.md);
 tests/test_chart.py checks TCP and REST against sidecar.config.NODE_DEFAULT_PORTS.
 */}}
 {{- define "edgelake-node.defaultPorts" -}}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -87,7 +88,8 @@ def main() -> None:
         exe()  # build the shipped wheel's venv before timing
         times = [one_run(up, copied, copy, base / f"run-{i}") for i in range(args.runs)]
     print(f"adopt a {args.files}-file copy whose base is {args.behind} commits back, start to published: "
-          f"median {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f}, n={len(times)})")
+          f"median {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f}, n={len(times)}; "
+          f"load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

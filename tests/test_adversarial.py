@@ -28,8 +28,7 @@ def scripts_line(sc: Any) -> str:
 
 
 def start(sidecar_factory: Any, link: Path, fallback: Path, *extra: str) -> Any:
-    sc = sidecar_factory(["--link", str(link), "--fallback-dir", str(fallback), "--period", "3600", *extra],
-                         env={"SIDECAR_WATCH": "false"})
+    sc = sidecar_factory(["--link", str(link), "--fallback-dir", str(fallback), "--period", "3600", *extra])
     sc.wait_for(lambda: sc.get("/readyz")[0] == 200, 30, "first publication")
     return sc
 

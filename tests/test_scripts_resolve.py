@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sidecar.config import load
+from sidecar.events import ConflictResolved, EditsConflict, Event
+from sidecar.scripts import resolve
+from sidecar.scripts.seed import ensure_published
+from sidecar.scripts.sync import sync_once
+from sidecar.scripts.workspace import Workspace
+from sidecar.state import State
 from tests.conftest import cli, free_port, seed
 from tests.gitrepos import Upstream, git, read_tree
 
@@ -103,3 +111,24 @@ def test_resolve_without_a_conflict_says_so_and_changes_nothing(tmp_path: Path) 
     assert "nothing conflicts" in result.stderr
     assert git("rev-parse", "HEAD", cwd=link) == before and read_tree(link)[EDITED] == MINE
     assert "Traceback" not in result.stderr
+
+
+def test_conflict_and_resolution_events_name_the_upstream_commit(tmp_path: Path) -> None:
+    """In process: the typed events a conflict and its resolution put on the bus."""
+    up, link = conflicting(tmp_path)
+    settings = load(["run", "--link", str(link), "--repo", up.url], {})
+
+    async def main() -> list[Event]:
+        ws = Workspace.create(settings, State())
+        events = ws.state.bus.subscribe()
+        await ensure_published(ws)
+        assert await sync_once(ws) == "conflict"
+        await resolve.resolve(ws, "mine", [EDITED])
+        return [events.get_nowait() for _ in range(events.qsize())]
+
+    events = asyncio.run(main())
+    [conflict] = [e for e in events if isinstance(e, EditsConflict)]
+    assert conflict.upstream == up.head() and conflict.files == (EDITED,)
+    assert up.head()[:12] in conflict.message
+    [resolved] = [e for e in events if isinstance(e, ConflictResolved)]
+    assert (resolved.take, resolved.files, resolved.upstream, resolved.kept_in) == ("mine", (EDITED,), up.head(), None)

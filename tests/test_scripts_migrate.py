@@ -76,16 +76,24 @@ def status_paths(link: Path) -> list[str]:
     return sorted(line.split()[-1] for line in out.splitlines())  # the test's paths hold no spaces
 
 
-def test_recipe_copy_gets_its_commit_as_base_and_only_the_persons_edits_are_carried(tmp_path: Path) -> None:
+def migrate(tmp_path: Path, *, touch_edited: bool) -> tuple[str, str, Path, str]:
+    """The whole story: history, the recipe's copy, the person's edits, upstream moving on, ``seed``.
+
+    Returns the copied commit, the tip, the link and seed's log.
+    """
     up, copied = history(tmp_path)
     link = tmp_path / "vol" / "deployment-scripts"
     recipe(up, tmp_path, link, at=copied)
     person_edits(link)
-    tip = move_upstream(up, touch_edited=False)
-
+    tip = move_upstream(up, touch_edited=touch_edited)
     result = seed(link, "--repo", up.url, "--ref", "main")
     assert result.returncode == 0, result.stderr
-    [found] = log_events(result.stderr, "adoption_base")
+    return copied, tip, link, result.stderr
+
+
+def test_recipe_copy_gets_its_commit_as_base_and_only_the_persons_edits_are_carried(tmp_path: Path) -> None:
+    copied, tip, link, stderr = migrate(tmp_path, touch_edited=False)
+    [found] = log_events(stderr, "adoption_base")
     assert found["base"] == copied
     assert (found["edited"], found["added"], found["missing"]) == ([EDITED], [ADDED], [DELETED])
     assert found["not_moved"] == [".gitignore"], "dotfiles mv * left behind are not deletions"
@@ -100,20 +108,13 @@ def test_recipe_copy_gets_its_commit_as_base_and_only_the_persons_edits_are_carr
     assert "sample-code/gone.al" not in tree, "upstream's deletion after the base is not a local addition"
     assert tree[".gitignore"] == "*.log\n*.tmp\n"
     assert tree["sample-code/sample_3.al"] == "# sample 3, later\n"
-    assert not log_events(result.stderr, "sync_conflict")
+    assert not log_events(stderr, "sync_conflict")
 
 
 def test_upstream_change_to_an_edited_file_conflicts_for_that_file_only(tmp_path: Path) -> None:
-    up, copied = history(tmp_path)
-    link = tmp_path / "vol" / "deployment-scripts"
-    recipe(up, tmp_path, link, at=copied)
-    person_edits(link)
-    tip = move_upstream(up, touch_edited=True)
-
-    result = seed(link, "--repo", up.url, "--ref", "main")
-    assert result.returncode == 0, result.stderr
-    assert log_events(result.stderr, "adoption_base")[0]["base"] == copied
-    [conflict] = log_events(result.stderr, "sync_conflict")
+    copied, tip, link, stderr = migrate(tmp_path, touch_edited=True)
+    assert log_events(stderr, "adoption_base")[0]["base"] == copied
+    [conflict] = log_events(stderr, "sync_conflict")
     assert conflict["files"] == [EDITED]
     assert conflict["upstream"] == tip, "the held conflict names the upstream commit it holds back"
     # Held: the adopted tree stays, on its base, with exactly the person's edits.

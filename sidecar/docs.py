@@ -26,6 +26,8 @@ def table() -> str:
             shown = "unset"
         elif isinstance(default, bool):
             shown = "true" if default else "false"
+        elif meta["kind"] == "duration":
+            shown = f"`{default:g}s`"
         else:
             shown = f"`{default}`"
         flag = f"`{meta['flag']}`" + (f" / `--no-{meta['flag'][2:]}`" if meta["kind"] == "bool" else "")

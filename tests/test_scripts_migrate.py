@@ -91,7 +91,8 @@ def migrate(tmp_path: Path, *, touch_edited: bool) -> tuple[str, str, Path, str]
     return copied, tip, link, result.stderr
 
 
-def test_recipe_copy_gets_its_commit_as_base_and_only_the_persons_edits_are_carried(tmp_path: Path) -> None:
+def test_recipe_copy_gets_its_commit_as_base_and_only_the_persons_edits_are_carried(
+        tmp_path: Path, sidecar_factory: Any) -> None:
     copied, tip, link, stderr = migrate(tmp_path, touch_edited=False)
     [found] = log_events(stderr, "adoption_base")
     assert found["base"] == copied
@@ -109,6 +110,13 @@ def test_recipe_copy_gets_its_commit_as_base_and_only_the_persons_edits_are_carr
     assert tree[".gitignore"] == "*.log\n*.tmp\n"
     assert tree["sample-code/sample_3.al"] == "# sample 3, later\n"
     assert not log_events(stderr, "sync_conflict")
+
+    # The sidecar that runs after the init container's seed shows the adoption in /status.
+    sc = sidecar_factory(["--link", str(link), "--repo", f"file://{tmp_path}/upstream.git", "--period", "3600"])
+    sc.wait_for(lambda: sc.status()["scripts"]["adoption"] is not None, 20, "adoption in /status")
+    adoption = sc.status()["scripts"]["adoption"]
+    assert (adoption["base"], adoption["edited_files"], adoption["identical"]) == (copied, [EDITED], found["identical"])
+    assert not (link.parent / ".sidecar" / "adoption.json").exists(), "announced once"
 
 
 def test_upstream_change_to_an_edited_file_conflicts_for_that_file_only(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ class Match:
             "base": self.commit, "reason": self.reason, "commits_searched": self.searched,
             "identical": self.identical, "edited": len(self.edited), "added": len(self.added),
             "missing": len(self.missing), "not_moved": len(self.not_moved),
-            "edited_files": self.edited[:20], "added_files": self.added[:20], "missing_files": self.missing[:20],
+            "edited_files": self.edited[:50], "added_files": self.added[:50], "missing_files": self.missing[:50],
         }
 
 

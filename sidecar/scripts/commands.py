@@ -93,6 +93,8 @@ async def seed_command(settings: Settings) -> int:
         log.error("seed_failed", error=str(exc))
         return 1
     s = ws.state.scripts
+    if s.adoption:  # no one hears this process's Events: the sidecar that runs next sends it
+        await asyncio.to_thread(ws.layout.adoption_record.write_text, json.dumps(s.adoption))
     log.info("seed_done", source=s.source, revision=s.revision, link=str(settings.link), local_edits=s.local_edits)
     return 0
 

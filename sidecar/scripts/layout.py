@@ -8,6 +8,7 @@
     <root>/adopted-<ns>/        a tree found where the link should be, kept after adoption
     <root>/displaced-<ns>       a file found where the link should be, kept
     <root>/writer.lock          the one-writer lock (lock.py), naming its holder
+    <root>/adoption.json        an adoption made by ``seed``, until ``run`` announces it
     <link> -> relative path to revs/<name>   (swapped with a temp link and rename())
 """
 
@@ -177,6 +178,20 @@ class Layout:
         if not (self.revs / f"{rev.name}.ok").exists():
             return "the revision the link points at is not marked complete"
         return None
+
+    @property
+    def adoption_record(self) -> Path:
+        """An adoption ``seed`` made, for the next ``run`` to show in ``/status`` and send as an Event."""
+        return self.root / "adoption.json"
+
+    def take_adoption_record(self) -> str | None:
+        """The record's text, removed once read (it is announced once); None when there is none."""
+        try:
+            text = self.adoption_record.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        self.adoption_record.unlink(missing_ok=True)
+        return text
 
     def displace(self) -> Path:
         """Move a file found at the link's path into the root, where a person finds it again."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sidecar.events import (
     EditsConflict,
@@ -56,20 +56,30 @@ def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
 
 def adopted(ws: Workspace, match: Match) -> None:
     """The base an adopted tree got (or why it got none): the log, ``/status`` and an Event."""
-    ws.state.scripts.adoption = match.as_dict()
     if match.commit is None:
         log.warning("adoption_base_not_found", reason=match.reason, commits_searched=match.searched)
-        message = f"adopted the tree found at the link without a matching upstream commit: {match.reason}"
     else:
         log.info("adoption_base", base=match.commit, reason=match.reason, identical=match.identical,
                  edited=match.edited[:20], added=match.added[:20], missing=match.missing[:20],
                  not_moved=match.not_moved[:20])
-        message = (f"adopted the tree found at the link on base {match.commit[:12]} ({match.reason}; "
-                   f"{match.identical} identical, {len(match.edited)} edited, {len(match.added)} added, "
-                   f"{len(match.missing)} missing)")
-    ws.state.bus.publish(ScriptsAdopted(message=message, base=match.commit, reason=match.reason,
-                                        identical=match.identical, edited=tuple(match.edited[:50]),
-                                        added=tuple(match.added[:50]), missing=tuple(match.missing[:50])))
+    adoption_known(ws, match.as_dict())
+
+
+def adoption_known(ws: Workspace, record: dict[str, Any]) -> None:
+    """Show an adoption (``Match.as_dict()``) in ``/status`` and as an Event: this process's, or the
+    one a ``seed`` run made before (it had no one to send the Event to)."""
+    ws.state.scripts.adoption = record
+    base = record.get("base")
+    counts = (f"{record.get('identical')} identical, {record.get('edited')} edited, {record.get('added')} added, "
+              f"{record.get('missing')} missing")
+    message = (f"adopted the tree found at the link on base {str(base)[:12]} ({record.get('reason')}; {counts})"
+               if base else f"adopted the tree found at the link without a matching upstream commit: "
+                            f"{record.get('reason')}")
+    ws.state.bus.publish(ScriptsAdopted(message=message, base=base, reason=str(record.get("reason")),
+                                        identical=int(record.get("identical") or 0),
+                                        edited=tuple(record.get("edited_files") or ()),
+                                        added=tuple(record.get("added_files") or ()),
+                                        missing=tuple(record.get("missing_files") or ())))
 
 
 def lost(ws: Workspace, problem: str) -> None:

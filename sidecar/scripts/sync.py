@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 
@@ -107,9 +108,24 @@ class SyncLoop:
         self.repair.clear()
         log.info("scripts_repaired", revision=self.state.scripts.revision, source=self.state.scripts.source)
 
+    async def _announce_seeded_adoption(self) -> None:
+        """Show and send the adoption an init container's ``seed`` made (it had no one to tell)."""
+        text = await asyncio.to_thread(self.ws.layout.take_adoption_record)
+        if text is None:
+            return
+        try:
+            record = json.loads(text)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            log.warning("adoption_record_unreadable", error=str(exc))
+            return
+        report.adoption_known(self.ws, record)
+
     async def run(self) -> None:
         """Never returns; cancelled on shutdown (a publication in flight is atomic either way)."""
         await self._publish_first()
+        await self._announce_seeded_adoption()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._guard())
             tg.create_task(self._loop())

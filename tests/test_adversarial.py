@@ -123,3 +123,20 @@ def test_link_replaced_by_a_folder_adopts_it_and_keeps_it(tmp_path: Path, sideca
         "the folder's differences from the last revision are its edits"
     [kept] = list((link.parent / ".sidecar").glob("adopted-*"))
     assert (kept / "node-deployment" / "main.al").read_text() == "process my main\n"
+
+
+def test_link_replaced_by_a_foreign_symlink_keeps_it_and_repairs(tmp_path: Path, sidecar_factory: Any) -> None:
+    link = tmp_path / "vol" / "scripts"
+    sc = start(sidecar_factory, link, fallback_tree(tmp_path))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "main.al").write_text("not ours\n")
+    tmp_link = link.parent / "tmp-link"
+    tmp_link.symlink_to(elsewhere)
+    tmp_link.rename(link)
+    sc.wait_for(lambda: os.readlink(link).startswith(".sidecar/revs/"), 10, "link repaired")
+    sc.wait_for(lambda: sc.get("/readyz")[0] == 200, 10, "ready again")
+    [kept] = list((link.parent / ".sidecar").glob("displaced-*"))
+    assert kept.is_symlink() and kept.readlink() == elsewhere
+    assert (elsewhere / "main.al").read_text() == "not ours\n", "nothing behind the person's link is touched"
+    assert read_tree(link) == {"node-deployment/main.al": "process main\n"}

@@ -170,6 +170,8 @@ class Layout:
             return "a folder is where the link should be"
         if not stat.S_ISLNK(mode):
             return "a file is where the link should be"
+        if not self.link_is_ours():
+            return "a symlink the sidecar did not write is where the link should be"
         if not (self.repo / "HEAD").exists():
             return "the scripts root is gone"
         rev = self.current()
@@ -178,6 +180,11 @@ class Layout:
         if not (self.revs / f"{rev.name}.ok").exists():
             return "the revision the link points at is not marked complete"
         return None
+
+    def link_is_ours(self) -> bool:
+        """The symlink at the link's path was written by us: it names a folder in ``revs`` (existing or not)."""
+        target = os.path.abspath(os.path.join(self.link.parent, os.readlink(self.link)))
+        return os.path.dirname(target) == os.path.abspath(self.revs)
 
     @property
     def adoption_record(self) -> Path:

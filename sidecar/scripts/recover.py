@@ -160,6 +160,9 @@ async def _recover(ws: Workspace) -> Revision | None:
             raise SeedError(f"{layout.link} exists and is neither a folder nor a symlink")
         moved = await asyncio.to_thread(layout.displace)
         report.moved_aside(ws, "file", str(moved))
+    if kind == "symlink" and not await asyncio.to_thread(layout.link_is_ours):
+        moved = await asyncio.to_thread(layout.displace)  # a person's link is kept, not overwritten
+        report.moved_aside(ws, f"symlink to {await asyncio.to_thread(moved.readlink)}", str(moved))
     if kind == "dir":
         if not await asyncio.to_thread(lambda: any(layout.link.iterdir())):
             await asyncio.to_thread(layout.link.rmdir)

@@ -8,6 +8,7 @@ is dropped. Every other file merges as in any sync, and the upstream commit is p
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -64,10 +65,13 @@ async def _replace(ws: Workspace, tree: str, source: str, chosen: Sequence[str])
 def _keep_copies(worktree: Path, dest: Path, chosen: Sequence[str]) -> list[str]:
     """Copy the person's files among ``chosen`` out of the tree. Blocking: run in a thread."""
     kept = []
+    inside = os.path.realpath(worktree)
     for rel in chosen:
         src = worktree / rel
         if not src.exists() and not src.is_symlink():
             continue
+        if not os.path.realpath(src.parent).startswith(inside + os.sep) and src.parent != worktree:
+            continue  # reached through a link that leaves the tree: not the person's file to keep
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir() and not src.is_symlink():

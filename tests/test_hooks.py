@@ -21,7 +21,7 @@ from sidecar.hooks import Hooks
 from sidecar.state import HookState, State
 from sidecar.watch import Watcher
 from tests.conftest import ROOT, sidecar_env
-from tests.helpers import running
+from tests.helpers import gone, running
 from tests.published import Published, eventually, in_other_process
 
 pytestmark = pytest.mark.timeout(180)
@@ -188,14 +188,6 @@ async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Pat
         await receiver.stop()
 
 
-def _gone(pid: int) -> bool:
-    """True when the process no longer runs (a zombie awaiting its reaper counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (FileNotFoundError, IndexError):
-        return True
-
-
 async def test_a_hook_that_hangs_is_killed_and_retried(tmp_path: Path) -> None:
     script = tmp_path / "hang.py"
     script.write_text(
@@ -217,7 +209,7 @@ async def test_a_hook_that_hangs_is_killed_and_retried(tmp_path: Path) -> None:
         await eventually(lambda: h.runs["ok"] == 1, what="the retry succeeding")
     assert h.runs["timeout"] == 1
     pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
-    assert all(_gone(pid) for pid in pids), "the hook and its child must be killed"
+    assert all(gone(pid) for pid in pids), "the hook and its child must be killed"
     assert h.consecutive_failures == 0 and h.last_result == "ok"
 
 

@@ -90,14 +90,18 @@ class SyncLoop:
             await asyncio.sleep(GUARD_PERIOD)
             if self.repair.is_set() or self.ws.lock.locked():
                 continue  # a repair or a publication is under way: the link may be mid-change
-            problem = await asyncio.to_thread(self.ws.layout.link_problem)
-            if not await asyncio.to_thread(lock.check_held):
+            problem, held = await asyncio.to_thread(self._look)
+            if not held:
                 self.lock_lost = True
                 problem = "another process took the volume's writer lock after the root was removed"
             if problem is not None and not self.ws.lock.locked():
                 report.lost(self.ws, problem)
                 self.repair.set()
                 self.state.sync_now.set()
+
+    def _look(self) -> tuple[str | None, bool]:
+        """One look at the disk (a few lstat calls, in one thread hop): the link's problem, the lock held."""
+        return self.ws.layout.link_problem(), lock.check_held()
 
     async def _repair(self) -> None:
         log.warning("scripts_repairing", problem=self.state.scripts.problem)

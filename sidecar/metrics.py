@@ -144,11 +144,13 @@ class StateCollector:
         yield _gauge("scripts_sync_consecutive_failures", "Failed syncs since the last success.",
                      sc.consecutive_failures)
         yield _gauge("scripts_local_edits", "Files changed, added or deleted locally in the published tree.",
-                     sc.local_edits)
+                     self.state.local_edits()[0])
         yield _gauge("scripts_conflict_files", "Files whose local edits conflict with the upstream update.",
                      len(sc.conflict_files))
         yield CounterMetricFamily(PREFIX + "scripts_revisions_published", "Revisions published since start.",
                                   value=sc.revisions_published)
+        yield CounterMetricFamily(PREFIX + "scripts_cleanup_failures", "Failed removals of old revision folders.",
+                                  value=sc.cleanup_failures)
 
     def _watch_and_hooks(self) -> Iterator[Metric]:
         w = self.state.watch

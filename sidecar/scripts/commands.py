@@ -92,6 +92,7 @@ async def seed_command(settings: Settings) -> int:
     except (SeedError, GitError, trees.UnsafeTree, OSError) as exc:
         log.error("seed_failed", error=str(exc))
         return 1
+    await ws.settle()  # old revisions retired by this run are deleted before the process exits
     s = ws.state.scripts
     if s.adoption:  # no one hears this process's Events: the sidecar that runs next sends it
         await asyncio.to_thread(ws.layout.adoption_record.write_text, json.dumps(s.adoption))
@@ -136,7 +137,9 @@ async def _resolve_here(settings: Settings, take: str, paths: tuple[str, ...]) -
     if current is None:
         raise resolve.NotResolvable("no tree is published")
     report.found(ws, current, await head(ws, current), await edited_paths(ws.git, current.path))
-    return await resolve.resolve(ws, take, paths)
+    result = await resolve.resolve(ws, take, paths)
+    await ws.settle()
+    return result
 
 
 async def resolve_command(settings: Settings) -> int:

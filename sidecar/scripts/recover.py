@@ -116,6 +116,7 @@ async def adopt(ws: Workspace, folder: Path, *, move_aside: bool, known_base: st
     # so importing writes only what the person changed.
     files = await trees.import_dir(ws.git, ws.repo, folder, ws.scratch("index"))
     files = await basefind.restore(ws.git, ws.repo, files, base, not_moved, ws.scratch("index"))
+    await trees.check_tree_symlinks(ws.git, ws.repo, files)  # a found tree is held to the same rule
     rev = ws.layout.new_revision("adopted", base)
     await worktree_add(ws, rev, base)
     try:

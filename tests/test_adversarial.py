@@ -424,7 +424,13 @@ def test_link_replaced_by_a_foreign_symlink_keeps_it_and_repairs(tmp_path: Path,
     tmp_link = link.parent / "tmp-link"
     tmp_link.symlink_to(elsewhere)
     tmp_link.rename(link)
-    sc.wait_for(lambda: os.readlink(link).startswith(".sidecar/revs/"), 10, "link repaired")
+    def ours() -> bool:
+        try:
+            return os.readlink(link).startswith(".sidecar/revs/")
+        except FileNotFoundError:  # between moving the person's link aside and restoring ours
+            return False
+
+    sc.wait_for(ours, 10, "link repaired")
     sc.wait_for(lambda: sc.get("/readyz")[0] == 200, 10, "ready again")
     [kept] = list((link.parent / ".sidecar").glob("displaced-*"))
     assert kept.is_symlink() and kept.readlink() == elsewhere

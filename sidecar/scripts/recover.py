@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from sidecar.scripts import basefind, remote, report, trees
-from sidecar.scripts.edits import edited_paths
+from sidecar.scripts.edits import edited_paths, seed_index
 from sidecar.scripts.git import GitError
 from sidecar.scripts.layout import Revision
 from sidecar.scripts.publish import cleanup, discard_revision, head, worktree_add
@@ -120,8 +120,11 @@ async def adopt(ws: Workspace, folder: Path, *, move_aside: bool, known_base: st
     rev = ws.layout.new_revision("adopted", base)
     await worktree_add(ws, rev, base)
     try:
-        await trees.apply_tree(ws.git, rev.path, await trees.tree_of(ws.git, ws.repo, base), files,
-                               ws.scratch("index"))
+        # The checkout's own index (stat data) lets git write only the files the folder changed.
+        index = ws.layout.index_of(rev)
+        await asyncio.to_thread(seed_index, rev.path, index)
+        await trees.apply_tree(ws.git, rev.path, await trees.tree_of(ws.git, ws.repo, base), files, index,
+                               keep=True)
         await asyncio.to_thread(ws.layout.mark_complete, rev, base)
     except BaseException:
         await asyncio.shield(discard_revision(ws, rev))

@@ -119,6 +119,7 @@ class SyncLoop:
 
     async def _repair(self) -> None:
         log.warning("scripts_repairing", problem=self.state.scripts.problem)
+        progress.current().working("repairing the published tree")
         if not await asyncio.to_thread(lock.check_held):  # the root may be new: its lock file too
             self.lock_lost = True
             return
@@ -178,6 +179,7 @@ class SyncLoop:
             request = queue.get_nowait()
             if request.answer.done():  # the asker gave up waiting
                 continue
+            progress.current().working("settling a conflict")
             try:
                 result = await resolve.resolve(self.ws, request.take, request.paths)
             except resolve.NotResolvable as exc:

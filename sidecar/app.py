@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sidecar import logs
+from sidecar import logs, progress
+from sidecar.backoff import Backoff, Retries
 from sidecar.config import Settings
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
@@ -18,31 +18,56 @@ from sidecar.state import ComponentHealth, State
 log = logs.get("app")
 
 SHUTDOWN_GRACE = 4.0  # seconds; the whole stop fits in 5 s, well inside any pod grace period
+RESTART_BACKOFF = Backoff.doubling(1.0, 30.0)  # waits before restarting a failed component
+STABLE_RUN = 60.0  # seconds; a component that ran this long before failing starts its backoff over
 
 
 @dataclass
 class Component:
-    """One long-running job. ``run`` should never return; if it raises, it is restarted."""
+    """One long-running job. ``run`` should never return; if it raises, it is restarted.
+
+    ``deadline``: seconds one piece of its work may take without reporting progress
+    (``sidecar.progress``); a component is watched from its first report on.
+    """
 
     name: str
     run: Callable[[], Awaitable[None]]
+    deadline: float
 
 
 async def _watchdog(state: State, period: float = 1.0) -> None:
-    """Measure event-loop lag: how late a short sleep wakes up."""
+    """Measure event-loop lag (how late a short sleep wakes up); log components that stop making progress."""
     loop = asyncio.get_running_loop()
+    ticks = progress.current()
     while True:
         start = loop.time()
-        await asyncio.sleep(period)
+        await ticks.sleep(period, "next tick")
         state.loop_lag = max(0.0, loop.time() - start - period)
+        _note_stuck(state)
+
+
+def _note_stuck(state: State) -> None:
+    """Log once when a component's report is overdue and once when it moves again (``/livez`` says it too)."""
+    now = time.monotonic()
+    for name, health in state.components.items():
+        late = health.overdue(now)
+        if late is not None and not health.stuck:
+            health.stuck = True
+            log.error("component_stuck", name=name, doing=late[0], overdue_seconds=round(late[1], 1),
+                      deadline=health.deadline)
+        elif late is None and health.stuck:
+            health.stuck = False
+            log.info("component_moving", name=name)
 
 
 async def _supervise(component: Component, state: State) -> None:
     """Run a component forever, restarting it with backoff when it fails."""
-    health = state.components.setdefault(component.name, ComponentHealth())
-    delay = 1.0
+    health = state.components.setdefault(component.name, ComponentHealth(component.deadline))
+    progress.attach(progress.Progress(health))
+    retries = Retries(RESTART_BACKOFF)
     while True:
         health.alive = True
+        health.activities.clear()  # what a failed run was doing is over
         started = time.monotonic()
         try:
             await component.run()
@@ -55,37 +80,59 @@ async def _supervise(component: Component, state: State) -> None:
             health.restarts += 1
             health.last_error = logs.redact(f"{type(exc).__name__}: {exc}")
             log.error("component_failed", name=component.name, error=health.last_error, exc_info=True)
-            if time.monotonic() - started > 60:
-                delay = 1.0
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            if time.monotonic() - started > STABLE_RUN:
+                retries.reset()
+            await asyncio.sleep(retries.failed())
 
 
 def build_components(settings: Settings, state: State) -> list[Component]:
-    """The components this configuration enables; heavy modules are imported only when used."""
-    components = [Component("watchdog", lambda: _watchdog(state))]
+    """The components this configuration enables; heavy modules are imported only when used.
+
+    Each deadline is about twice the longest single wait inside one piece of the component's work,
+    so only work that has stopped moving crosses it.
+    """
+    components = [Component("watchdog", lambda: _watchdog(state), settings.loop_lag_max)]
     from sidecar.scripts.sync import SyncLoop
 
-    components.append(Component("scripts", SyncLoop(settings, state).run))
+    # One sync: ls-remote and fetch (each bounded by --git-timeout), then the tree and file work.
+    components.append(Component("scripts", SyncLoop(settings, state).run, 4 * settings.git_timeout))
     if settings.watch:
         from sidecar.watch import Watcher
 
-        components.append(Component("watch", Watcher(settings, state).run))
+        # One batch: classification and a git status (bounded by --git-timeout).
+        components.append(Component("watch", Watcher(settings, state).run, 2 * settings.git_timeout))
     if settings.hooks():
         from sidecar.hooks import Hooks
 
-        components.append(Component("hooks", Hooks(settings, state).run))
+        components.append(Component("hooks", Hooks(settings, state).run, 2 * settings.hook_timeout))
     if settings.kube != "off":
         from sidecar.kube.jobs import kube_jobs
 
-        components.extend(Component(name, run) for name, run in kube_jobs(settings, state))
+        # One round: loading the configuration and up to two requests, each bounded by --kube-timeout.
+        components.extend(Component(name, run, 4 * settings.kube_timeout)
+                          for name, run in kube_jobs(settings, state))
     if settings.enabled_checks():
         from sidecar.checks.runner import CheckRunner, CheckSpec
 
         for name in settings.enabled_checks():
-            runner = CheckRunner(CheckSpec.from_settings(settings, name), state)
-            components.append(Component(f"check-{name}", runner.run))
+            spec = CheckSpec.from_settings(settings, name)
+            components.append(Component(f"check-{name}", CheckRunner(spec, state).run, 2 * spec.timeout + 1))
     return components
+
+
+async def _stop(tasks: list[asyncio.Task[None]], grace: float = SHUTDOWN_GRACE) -> None:
+    """Cancel the component tasks and give them ``grace`` seconds; name every one that did not end cleanly."""
+    for task in tasks:
+        task.cancel()
+    done, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("component_failed_at_stop", name=task.get_name(), error=repr(task.exception()))
+    for task in pending:
+        log.error("component_not_stopped", name=task.get_name(), grace_seconds=grace)
+    others = asyncio.all_tasks() - set(tasks) - {asyncio.current_task()}
+    for task in sorted(others, key=asyncio.Task.get_name):
+        log.warning("task_left_at_stop", name=task.get_name(), coro=getattr(task.get_coro(), "__qualname__", "?"))
 
 
 async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
@@ -111,18 +158,17 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, state.sync_now.set)
 
-    tasks = [asyncio.create_task(_supervise(c, state), name=c.name) for c in build_components(settings, state)]
-    endpoints.components = [t.get_name() for t in tasks]
+    components = build_components(settings, state)
+    for c in components:  # all known before any starts: /livez names one that is not running yet
+        state.components[c.name] = ComponentHealth(c.deadline)
+    tasks = [asyncio.create_task(_supervise(c, state), name=c.name) for c in components]
     if ready is not None:
         ready.set()
     await stop.wait()
 
     state.shutting_down = True
     log.info("stopping")
-    for task in tasks:
-        task.cancel()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), SHUTDOWN_GRACE)
+    await _stop(tasks)
     await server.stop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(sig)

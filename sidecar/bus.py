@@ -1,4 +1,4 @@
-"""A tiny in-process publish/subscribe bus for the notable things that happen.
+"""A tiny in-process publish/subscribe bus for the notable things that happen (``sidecar.events``).
 
 Publishers never block: each subscriber has a bounded queue and, when it is full, the oldest
 event is dropped (a slow consumer, such as the Kubernetes API, must not stall a sync).
@@ -7,23 +7,8 @@ event is dropped (a slow consumer, such as the Kubernetes API, must not stall a 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any
 
-
-@dataclass(frozen=True)
-class Event:
-    """Something a person or a hook may care about.
-
-    ``kind`` is one of: ``scripts-seeded``, ``scripts-updated``, ``sync-failed``, ``sync-recovered``,
-    ``edits-held``, ``edits-conflict``, ``files-changed``, ``check-down``, ``check-up``.
-    ``warning`` marks events that mean something is wrong.
-    """
-
-    kind: str
-    message: str
-    warning: bool = False
-    data: dict[str, Any] = field(default_factory=dict)
+from sidecar.events import Event
 
 
 class Bus:

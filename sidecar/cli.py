@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from sidecar import __version__
-from sidecar.config import Settings, SettingsError, load
+from sidecar.config import Settings, SettingsError, UsageError, load
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS = 0, 1, 2
 
 
 def _status(settings: Settings) -> int:
-    """Print the /status of a running sidecar on this host."""
+    """Print the /status of a running sidecar on this host: a summary, or all of it as JSON or YAML."""
     import urllib.error
     import urllib.request
 
@@ -22,22 +24,79 @@ def _status(settings: Settings) -> int:
     url = f"http://{host}:{settings.http_port}/status"
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            sys.stdout.write(response.read().decode())
-    except (urllib.error.URLError, OSError) as exc:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"edgelake-sidecar: cannot read {url}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    if settings.output == "json":
+        sys.stdout.write(json.dumps(status, indent=2) + "\n")
+    elif settings.output == "yaml":
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(status, sort_keys=False))
+    else:
+        sys.stdout.write(summary(status))
     return EXIT_OK
+
+
+def summary(status: dict[str, Any]) -> str:
+    """A few lines a person reads at a glance: the scripts, the checks, what is wrong."""
+    scripts = status.get("scripts") or {}
+    revision = scripts.get("revision") or "-"
+    lines = [f"edgelake-sidecar {status.get('version', '?')}, up {_age(status.get('uptime_seconds'))}"]
+    if scripts.get("published"):
+        source = scripts.get("source") or "?"
+        ref = f" (ref {scripts.get('ref') or 'default'})" if source == "git" else ""
+        lines.append(f"scripts:  {source} {revision[:12]}{ref}, published {scripts.get('published_time') or '?'}")
+    else:
+        lines.append("scripts:  not published yet")
+    result = scripts.get("last_sync_result") or "none yet"
+    sync_line = f"sync:     last {result}"
+    if scripts.get("last_sync_error"):
+        sync_line += f": {scripts['last_sync_error']}"
+    if scripts.get("next_sync_time"):
+        sync_line += f"; next {scripts['next_sync_time']}"
+    lines.append(sync_line)
+    edits = scripts.get("local_edit_files") or []
+    if edits or scripts.get("conflict_files"):
+        lines.append(f"edits:    {len(edits)} local, {len(scripts.get('conflict_files') or [])} in conflict")
+    checks = status.get("checks") or {}
+    if checks:
+        lines.append("checks:   " + ", ".join(
+            f"{name} {'up' if c.get('up') else 'down' if c.get('up') is False else 'unknown'}"
+            for name, c in checks.items()))
+    else:
+        lines.append("checks:   none enabled")
+    down = [name for name, c in (status.get("components") or {}).items() if not c.get("alive")]
+    if down:
+        lines.append(f"stopped:  {', '.join(down)}")
+    problem = (status.get("kube") or {}).get("problem")
+    if problem:
+        lines.append(f"kube:     {problem}")
+    lines.append("(edgelake-sidecar status -o yaml for everything)")
+    return "\n".join(lines) + "\n"
+
+
+def _age(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (0 done, 1 failed, 2 invalid settings)."""
     try:
         settings = load(argv)
+    except UsageError as exc:
+        print(f"edgelake-sidecar: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
     except SettingsError as exc:
         for problem in exc.problems:
             print(f"edgelake-sidecar: invalid setting: {problem}", file=sys.stderr)
         return EXIT_SETTINGS
-    except SystemExit as exc:  # argparse: unknown flag or --help
+    except SystemExit as exc:  # argparse: --help and --version print and exit 0
         return EXIT_SETTINGS if exc.code not in (0, None) else EXIT_OK
 
     if settings.command == "version":

@@ -1,7 +1,7 @@
 """One validated settings object, built from flags, ``SIDECAR_*`` variables and the node's own names.
 
 Every setting is declared once, as a dataclass field whose metadata carries its flag, its
-environment names, its kind and its help text. The parser, the validation and the README's
+environment names, its kind and its help text. The parser, the validation and docs/configuration.md's
 configuration table (``python -m sidecar.docs``) are all driven from that one declaration.
 """
 
@@ -16,11 +16,11 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 COMMANDS = ("run", "seed", "check", "status", "version")
 
-# Default node ports by NODE_TYPE, read in the node's set_params.al (see shared/edgelake-facts.md).
+# Default node ports by NODE_TYPE, read in the node's set_params.al (see docs/checks.md).
 NODE_DEFAULT_PORTS: dict[str, tuple[int, int]] = {
     "master": (32048, 32049),
     "operator": (32148, 32149),
@@ -91,8 +91,27 @@ def _default_link(env: Env) -> Path:
 
 
 CHECK_NAMES = ("tcp", "rest", "broker")
+READY_NAMES = (*CHECK_NAMES, "policy")  # what --ready-checks may name
 HOOK_TRIGGERS = ("change", "publish")
 HOOK_ACTIONS = ("rest", "exec", "webhook")
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """The settings of one node check, gathered from its flat ``--<name>-*`` declarations."""
+
+    name: str
+    host: str
+    port: int | None  # None: the check is not enabled
+    interval: float
+    timeout: float
+    failure_threshold: int
+    success_threshold: int
+    initial_delay: float
+    jitter: float
+
+
+_PER_CHECK = ("port", "interval", "timeout", "failure_threshold", "success_threshold", "initial_delay")
 
 
 @dataclass(frozen=True)
@@ -100,6 +119,7 @@ class Settings:
     """Every setting of the sidecar. Build it with :func:`load`."""
 
     command: str = "run"
+    output: str = "summary"  # status only: summary, json or yaml
 
     # --- general -------------------------------------------------------------------------------
     log_level: str = opt("--log-level", "choice", "info", "Lowest log level printed.",
@@ -113,10 +133,10 @@ class Settings:
     http_max_connections: int = opt("--http-max-connections", "int", 64,
                                     "Open connections the endpoint server accepts at once; more are closed.",
                                     minimum=1, maximum=10000)
-    http_header_timeout: float = opt("--http-header-timeout", "float", 5.0,
+    http_header_timeout: float = opt("--http-header-timeout", "duration", 5.0,
                                      "Seconds a client has to send a complete request head.",
                                      minimum=0.1, maximum=300)
-    loop_lag_max: float = opt("--loop-lag-max", "float", 5.0,
+    loop_lag_max: float = opt("--loop-lag-max", "duration", 5.0,
                               "Event-loop lag in seconds above which `/livez` fails.", minimum=0.1, maximum=600)
 
     # --- scripts -------------------------------------------------------------------------------
@@ -132,7 +152,7 @@ class Settings:
                             "(default: `.sidecar` beside the link).", group="scripts")
     fallback_dir: Path | None = opt("--fallback-dir", "optpath", None,
                                     "Folder published when git cannot be reached at first seed.", group="scripts")
-    period: float = opt("--period", "float", 60.0, "Seconds between syncs.", minimum=0.05, maximum=86400,
+    period: float = opt("--period", "duration", 60.0, "Seconds between syncs.", minimum=0.05, maximum=86400,
                         group="scripts")
     jitter: float = opt("--jitter", "float", 0.1, "Random spread of the sync period, as a fraction (0.1 = +-10 %).",
                         minimum=0, maximum=0.5, group="scripts")
@@ -143,13 +163,13 @@ class Settings:
     depth: int = opt("--depth", "int", 1, "History depth fetched; 0 fetches all history.", minimum=0,
                      maximum=1_000_000, group="scripts")
     submodules: bool = opt("--submodules", "bool", False, "Check out submodules too.", group="scripts")
-    git_timeout: float = opt("--git-timeout", "float", 60.0,
+    git_timeout: float = opt("--git-timeout", "duration", 60.0,
                              "Seconds any one git command may run before its process group is killed.",
                              minimum=1, maximum=3600, group="scripts")
-    first_seed_timeout: float = opt("--first-seed-timeout", "float", 30.0,
+    first_seed_timeout: float = opt("--first-seed-timeout", "duration", 30.0,
                                     "Seconds the first seed retries git before publishing the fallback folder.",
                                     minimum=0, maximum=86400, group="scripts")
-    backoff_max: float = opt("--backoff-max", "float", 300.0, "Longest wait between failed syncs, in seconds.",
+    backoff_max: float = opt("--backoff-max", "duration", 300.0, "Longest wait between failed syncs, in seconds.",
                              minimum=1, maximum=86400, group="scripts")
     git_username: str | None = opt("--git-username", "optstr", None,
                                    "User name for HTTPS git (the password or token comes from a file).",
@@ -181,9 +201,9 @@ class Settings:
     broker_port: int | None = opt("--broker-port", "port", None,
                                   "Node message-broker port; enables the broker check.",
                                   env=("ANYLOG_BROKER_PORT",), group="checks")
-    tcp_interval: float = opt("--tcp-interval", "float", 30.0, "Seconds between tcp checks.", minimum=0.05,
+    tcp_interval: float = opt("--tcp-interval", "duration", 30.0, "Seconds between tcp checks.", minimum=0.05,
                               maximum=86400, group="checks")
-    tcp_timeout: float = opt("--tcp-timeout", "float", 3.0, "Connect timeout of the tcp check.", minimum=0.05,
+    tcp_timeout: float = opt("--tcp-timeout", "duration", 3.0, "Connect timeout of the tcp check.", minimum=0.05,
                              maximum=600, group="checks")
     tcp_failure_threshold: int = opt("--tcp-failure-threshold", "int", 3,
                                      "Consecutive failures before tcp is down.", minimum=1, maximum=1000,
@@ -191,11 +211,11 @@ class Settings:
     tcp_success_threshold: int = opt("--tcp-success-threshold", "int", 1,
                                      "Consecutive successes before tcp is up again.", minimum=1, maximum=1000,
                                      group="checks")
-    tcp_initial_delay: float = opt("--tcp-initial-delay", "float", 0.0, "Seconds before the first tcp check.",
+    tcp_initial_delay: float = opt("--tcp-initial-delay", "duration", 0.0, "Seconds before the first tcp check.",
                                    minimum=0, maximum=86400, group="checks")
-    rest_interval: float = opt("--rest-interval", "float", 10.0, "Seconds between rest checks.", minimum=0.05,
+    rest_interval: float = opt("--rest-interval", "duration", 10.0, "Seconds between rest checks.", minimum=0.05,
                                maximum=86400, group="checks")
-    rest_timeout: float = opt("--rest-timeout", "float", 3.0, "Timeout of one rest check.", minimum=0.05,
+    rest_timeout: float = opt("--rest-timeout", "duration", 3.0, "Timeout of one rest check.", minimum=0.05,
                               maximum=600, group="checks")
     rest_failure_threshold: int = opt("--rest-failure-threshold", "int", 3,
                                       "Consecutive failures before rest is down.", minimum=1, maximum=1000,
@@ -203,11 +223,11 @@ class Settings:
     rest_success_threshold: int = opt("--rest-success-threshold", "int", 1,
                                       "Consecutive successes before rest is up again.", minimum=1, maximum=1000,
                                       group="checks")
-    rest_initial_delay: float = opt("--rest-initial-delay", "float", 0.0, "Seconds before the first rest check.",
+    rest_initial_delay: float = opt("--rest-initial-delay", "duration", 0.0, "Seconds before the first rest check.",
                                     minimum=0, maximum=86400, group="checks")
-    broker_interval: float = opt("--broker-interval", "float", 30.0, "Seconds between broker checks.",
+    broker_interval: float = opt("--broker-interval", "duration", 30.0, "Seconds between broker checks.",
                                  minimum=0.05, maximum=86400, group="checks")
-    broker_timeout: float = opt("--broker-timeout", "float", 3.0, "Timeout of one broker check.", minimum=0.05,
+    broker_timeout: float = opt("--broker-timeout", "duration", 3.0, "Timeout of one broker check.", minimum=0.05,
                                 maximum=600, group="checks")
     broker_failure_threshold: int = opt("--broker-failure-threshold", "int", 3,
                                         "Consecutive failures before broker is down.", minimum=1, maximum=1000,
@@ -215,21 +235,22 @@ class Settings:
     broker_success_threshold: int = opt("--broker-success-threshold", "int", 1,
                                         "Consecutive successes before broker is up again.", minimum=1,
                                         maximum=1000, group="checks")
-    broker_initial_delay: float = opt("--broker-initial-delay", "float", 0.0,
+    broker_initial_delay: float = opt("--broker-initial-delay", "duration", 0.0,
                                       "Seconds before the first broker check.", minimum=0, maximum=86400,
                                       group="checks")
     check_jitter: float = opt("--check-jitter", "float", 0.1, "Random spread of check intervals, as a fraction.",
                               minimum=0, maximum=0.5, group="checks")
     ready_checks: tuple[str, ...] | None = opt("--ready-checks", "checklist", None,
                                                "Comma-separated checks that gate `/readyz` (default: every "
-                                               "enabled check; empty: none).", group="checks")
-    node_livez_after: float = opt("--node-livez-after", "float", 120.0,
+                                               "enabled check; empty: none; `policy` only when named).",
+                                               group="checks")
+    node_livez_after: float = opt("--node-livez-after", "duration", 120.0,
                                   "Seconds the rest check must fail before `/node/livez` fails.", minimum=1,
                                   maximum=86400, group="checks")
 
     # --- watch and hooks -----------------------------------------------------------------------
     watch: bool = opt("--watch", "bool", True, "Watch the published tree for changes.", group="hooks")
-    watch_debounce: float = opt("--watch-debounce", "float", 0.05, "Seconds changes are gathered into one batch.",
+    watch_debounce: float = opt("--watch-debounce", "duration", 0.05, "Seconds changes are gathered into one batch.",
                                 minimum=0.001, maximum=60, group="hooks")
     on_change_rest: str | None = opt("--on-change-rest", "optstr", None,
                                      "REST command sent to the node when local files change; `{path}` is the "
@@ -248,9 +269,9 @@ class Settings:
     on_publish_webhook: str | None = opt("--on-publish-webhook", "optstr", None,
                                          "URL that gets a JSON POST when a new revision is published.",
                                          group="hooks")
-    hook_timeout: float = opt("--hook-timeout", "float", 30.0, "Seconds one hook run may take.", minimum=0.1,
+    hook_timeout: float = opt("--hook-timeout", "duration", 30.0, "Seconds one hook run may take.", minimum=0.1,
                               maximum=3600, group="hooks")
-    hook_backoff_max: float = opt("--hook-backoff-max", "float", 60.0,
+    hook_backoff_max: float = opt("--hook-backoff-max", "duration", 60.0,
                                   "Longest wait before retrying a failed hook, in seconds.", minimum=0.1,
                                   maximum=86400, group="hooks")
 
@@ -274,27 +295,69 @@ class Settings:
     kube_events: bool = opt("--kube-events", "bool", True, "Record Events on the pod.", group="kube")
     kube_annotations: bool = opt("--kube-annotations", "bool", True,
                                  "Annotate the pod with the scripts revision and source.", group="kube")
-    kube_timeout: float = opt("--kube-timeout", "float", 10.0,
+    kube_timeout: float = opt("--kube-timeout", "duration", 10.0,
                               "Seconds one Kubernetes API request may take (connect and answer).",
                               minimum=0.1, maximum=300, group="kube")
-    kube_period: float = opt("--kube-period", "float", 60.0,
+    kube_period: float = opt("--kube-period", "duration", 60.0,
                              "Seconds between reads of the Service once the network identity is complete.",
                              minimum=1, maximum=86400, group="kube")
+
+    # --- the node's policy ---------------------------------------------------------------------
+    policy: bool = opt("--policy", "bool", True,
+                       "Read the node's own policy in the network's metadata and compare its addresses with the "
+                       "stable ones (needs `NODE_TYPE` and the rest port).", group="policy")
+    policy_interval: float = opt("--policy-interval", "duration", 600.0,
+                                 "Seconds between reads of the node's policy; each read adds one line to the "
+                                 "node's event log.", minimum=60, maximum=86400, group="policy")
+    policy_delay: float = opt("--policy-delay", "duration", 30.0,
+                              "Seconds after the node comes up, or its addresses change, before the policy is "
+                              "read (the node declares its policy while it starts).", minimum=0, maximum=3600,
+                              group="policy")
+    node_type: str | None = opt("--node-type", "optstr", None,
+                                "The node's type, as the node's `NODE_TYPE`: the kind of policy it declares.",
+                                env=("NODE_TYPE",), group="policy")
+    node_name: str | None = opt("--node-name", "optstr", None,
+                                "The node's name in its policy, as the node's `NODE_NAME` (default: the name "
+                                "the node reports).", env=("NODE_NAME",), group="policy")
+    company_name: str = opt("--company-name", "str", "New Company",
+                            "The company in the node's policy, as the node's `COMPANY_NAME`.",
+                            env=("COMPANY_NAME",), group="policy")
+    overlay_ip: str | None = opt("--overlay-ip", "optstr", None,
+                                 "The node's stable address, as the node's `OVERLAY_IP`; compared with its policy "
+                                 "when Kubernetes gives no network identity.", env=("OVERLAY_IP",), group="policy")
+    tcp_bind: bool = opt("--tcp-bind", "bool", False,
+                         "As the node's `TCP_BIND`: true puts the stable address in the policy's `ip` instead "
+                         "of `local_ip`.", env=("TCP_BIND",), group="policy")
 
     @property
     def revisions_root(self) -> Path:
         """The folder that holds revisions: ``--root`` or ``.sidecar`` beside the link."""
         return self.root if self.root is not None else self.link.parent / ".sidecar"
 
+    def check(self, name: str) -> CheckSettings:
+        """The settings of check ``name`` (one of ``CHECK_NAMES``) as one object."""
+        per_check = {key: getattr(self, f"{name}_{key}") for key in _PER_CHECK}
+        return CheckSettings(name=name, host=self.node_host, jitter=self.check_jitter, **per_check)
+
+    @property
+    def checks(self) -> dict[str, CheckSettings]:
+        """Every check's settings, enabled or not, in a fixed order."""
+        return {name: self.check(name) for name in CHECK_NAMES}
+
     def enabled_checks(self) -> tuple[str, ...]:
         """Checks whose port is known, in a fixed order."""
-        return tuple(name for name in CHECK_NAMES if getattr(self, f"{name}_port") is not None)
+        return tuple(name for name, check in self.checks.items() if check.port is not None)
+
+    def policy_enabled(self) -> bool:
+        """The node's policy is read: asked for, and the node's type and REST port are known."""
+        return self.policy and bool(self.node_type) and self.rest_port is not None
 
     def gating_checks(self) -> tuple[str, ...]:
-        """Checks that gate readiness."""
+        """Checks that gate readiness; ``policy`` only when asked for by name."""
         if self.ready_checks is None:
             return self.enabled_checks()
-        return tuple(c for c in self.ready_checks if c in self.enabled_checks())
+        gating = (*self.enabled_checks(), *(("policy",) if self.policy_enabled() else ()))
+        return tuple(c for c in self.ready_checks if c in gating)
 
     def hooks(self) -> dict[tuple[str, str], str]:
         """Configured hooks: ``(trigger, action)`` -> template, command or URL."""
@@ -305,6 +368,8 @@ class Settings:
         """Every setting as JSON-ready values; secret files show only whether they are set."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
+            if f.name == "output":  # how `status` prints, not how the sidecar runs
+                continue
             value = getattr(self, f.name)
             if f.metadata.get("secret"):
                 value = "<set>" if value is not None else None
@@ -341,6 +406,28 @@ def env_names(f: dataclasses.Field[Any]) -> tuple[str, ...]:
 
 
 _SHA_RE = re.compile(r"^[0-9a-f]{7,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(raw: str) -> float:
+    """Seconds from ``30``, ``2.5``, ``30s``, ``500ms``, ``5m`` or ``1h30m`` (Go's notation, as git-sync takes)."""
+    text = raw.strip()
+    try:
+        return float(text)  # a plain number is seconds, as it always was
+    except ValueError:
+        pass
+    total, pos = 0.0, 0
+    while pos < len(text):
+        match = _DURATION.match(text, pos)
+        if match is None:
+            raise ValueError(f"not a duration: {raw!r}")
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not text:
+        raise ValueError("empty duration")
+    return total
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
 
@@ -355,7 +442,7 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
             return None
         if kind in ("str", "host") and not raw.strip():
             raise ValueError(f"{name}: must not be empty")
-        if "\x00" in raw or "\n" in raw:
+        if _CONTROL.search(raw):
             raise ValueError(f"{name}: must not contain control characters")
         return raw
     if kind in ("path", "optpath"):
@@ -383,9 +470,9 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
         return low
     if kind == "checklist":
         items = tuple(x.strip().lower() for x in raw.split(",") if x.strip())
-        bad = [x for x in items if x not in CHECK_NAMES]
+        bad = [x for x in items if x not in READY_NAMES]
         if bad:
-            raise ValueError(f"{name}: unknown check {', '.join(bad)} (known: {', '.join(CHECK_NAMES)})")
+            raise ValueError(f"{name}: unknown check {', '.join(bad)} (known: {', '.join(READY_NAMES)})")
         return items
     if kind in ("int", "port"):
         if kind == "port" and raw.strip() == "":
@@ -397,11 +484,12 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
         lo, hi = (1, 65535) if kind == "port" else (meta["minimum"], meta["maximum"])
         _check_range(name, value, lo, hi)
         return value
-    if kind == "float":
+    if kind in ("float", "duration"):
         try:
-            number = float(raw.strip())
+            number = parse_duration(raw) if kind == "duration" else float(raw.strip())
         except ValueError:
-            raise ValueError(f"{name}: expected a number, got {raw!r}") from None
+            expected = "a duration (30s, 5m, 1h30m) or seconds" if kind == "duration" else "a number"
+            raise ValueError(f"{name}: expected {expected}, got {raw!r}") from None
         if not math.isfinite(number):
             raise ValueError(f"{name}: expected a finite number, got {raw!r}")
         _check_range(name, number, meta["minimum"], meta["maximum"])
@@ -416,54 +504,112 @@ def _check_range(name: str, value: float, lo: float | None, hi: float | None) ->
         raise ValueError(f"{name}: must be at most {hi:g}, got {value:g}")
 
 
+class UsageError(SettingsError):
+    """A command line that cannot be parsed: an unknown flag, a missing value, no command."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors raised as one line instead of printed after the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        missing = re.fullmatch(r"argument (--[\w-]+)(?:/[\w-]+)?: expected one argument", message)
+        if missing:
+            flag = missing.group(1)
+            message = f"{flag}: expected a value (write {flag}=VALUE for a value that starts with '-')"
+        raise UsageError([message])
+
+
+class _BoolAction(argparse.Action):
+    """``--x``, ``--x true|false`` (as the environment variable takes) and ``--no-x``."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        flag = option_strings[0]
+        super().__init__([flag, f"--no-{flag[2:]}"], dest, nargs="?", metavar="BOOL", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if option_string is not None and option_string.startswith("--no-"):
+            if values is not None:
+                parser.error(f"{option_string}: takes no value")
+            values = "false"
+        setattr(namespace, self.dest, "true" if values is None else values)
+
+
+COMMAND_HELP = {
+    "run": "run the sidecar (seed, sync, watch, check, serve)",
+    "seed": "publish the scripts once (or sync once if published) and exit",
+    "check": "run every enabled node check once and print a table",
+    "status": "print a summary of a running sidecar (-o json|yaml: everything)",
+    "version": "print the version",
+}
+OUTPUTS = ("summary", "json", "yaml")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser: one subcommand per mode, each taking every setting."""
-    common = argparse.ArgumentParser(add_help=False)
-    for group_name in ("general", "scripts", "checks", "hooks", "kube"):
+    from sidecar import __version__
+
+    common = _Parser(add_help=False, allow_abbrev=False)
+    for group_name in ("general", "scripts", "checks", "hooks", "kube", "policy"):
         group = common.add_argument_group(group_name)
         for f in setting_fields():
             if f.metadata["group"] != group_name:
                 continue
-            envs = ", ".join(env_names(f))
+            # argparse formats help with %: a literal one ("10 %") must be doubled.
+            text = f"{f.metadata['help']} [env: {', '.join(env_names(f))}]".replace("%", "%%")
             if f.metadata["kind"] == "bool":
-                group.add_argument(f.metadata["flag"], dest=f.name, default=None,
-                                   action=argparse.BooleanOptionalAction,
-                                   help=f"{f.metadata['help']} [env: {envs}]")
+                group.add_argument(f.metadata["flag"], dest=f.name, default=None, action=_BoolAction, help=text)
             else:
-                group.add_argument(f.metadata["flag"], dest=f.name, default=None, metavar="VALUE",
-                                   help=f"{f.metadata['help']} [env: {envs}]")
-    parser = argparse.ArgumentParser(
+                group.add_argument(f.metadata["flag"], dest=f.name, default=None, metavar="VALUE", help=text)
+    parser = _Parser(
         prog="edgelake-sidecar",
         description="Sidecar for EdgeLake nodes: scripts seed and sync, node checks, probes and metrics.",
+        allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"edgelake-sidecar {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    helps = {
-        "run": "run the sidecar (seed, sync, watch, check, serve)",
-        "seed": "publish the scripts once (or sync once if published) and exit",
-        "check": "run every enabled node check once and print a table",
-        "status": "print the /status of a running sidecar",
-        "version": "print the version",
-    }
     for name in COMMANDS:
-        sub.add_parser(name, parents=[common], help=helps[name], description=helps[name])
+        command = sub.add_parser(name, parents=[common], help=COMMAND_HELP.get(name),
+                                 description=COMMAND_HELP.get(name), allow_abbrev=False,
+                                 epilog="Seconds also take durations: 30s, 5m, 1h30m, 500ms. A true/false flag "
+                                        "takes a value too: --watch false.")
+        if name == "status":
+            command.add_argument("-o", "--output", choices=OUTPUTS, default="summary",
+                                 help="`summary` (default), or everything as `json` or `yaml`")
     return parser
+
+
+def _unknown_arguments(parser: argparse.ArgumentParser, command: str, extras: Sequence[str]) -> str:
+    """One line for arguments no flag takes, with the closest flag for a mistyped one."""
+    import difflib
+
+    word = extras[0]
+    if not word.startswith("-"):
+        return f"unexpected argument {word!r} (a value that starts with '-' needs --flag=VALUE)"
+    name = word.split("=", 1)[0]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = [o for a in sub.choices[command]._actions for o in a.option_strings if o.startswith("--")]
+    close = difflib.get_close_matches(name, flags, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{name}: no such flag{hint}"
 
 
 def load(argv: Sequence[str] | None = None, environ: Env | None = None) -> Settings:
     """Parse flags and environment into Settings; raise SettingsError listing every problem."""
     env = dict(os.environ if environ is None else environ)
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    values: dict[str, Any] = {"command": args.command or "run"}
+    args, extras = parser.parse_known_args(list(argv) if argv is not None else None)
+    if args.command is None:
+        raise UsageError([f"a command is required: {', '.join(COMMANDS)} (see --help)"])
+    if extras:
+        raise UsageError([_unknown_arguments(parser, args.command, extras)])
+    values: dict[str, Any] = {"command": args.command, "output": getattr(args, "output", "summary")}
     problems: list[str] = []
     for f in setting_fields():
         cli_value = getattr(args, f.name)
         try:
             if cli_value is not None:
-                if isinstance(cli_value, bool):
-                    values[f.name] = cli_value
-                else:
-                    values[f.name] = _convert(f, cli_value, f.metadata["flag"])
+                values[f.name] = _convert(f, cli_value, f.metadata["flag"])
                 continue
             for name in env_names(f):
                 if name in env:
@@ -478,6 +624,8 @@ def load(argv: Sequence[str] | None = None, environ: Env | None = None) -> Setti
         problems.extend(_unknown_env(env))
     if not problems:
         problems.extend(_cross_checks(values))
+    if not problems and values["command"] in ("run", "seed"):
+        problems.extend(_file_checks(values))
     if problems:
         raise SettingsError(problems)
     return Settings(**values)
@@ -531,6 +679,66 @@ def _cross_checks(v: dict[str, Any]) -> list[str]:
     if v["kube"] != "off" and v["network_env_file"] is not None and not v["service_name"]:
         problems.append("--network-env-file: needs --service-name")
     return problems
+
+
+SECRET_FILES = ("git_password_file", "ssh_key_file", "ssh_known_hosts_file", "sync_token_file",
+                "sync_hmac_secret_file")
+
+
+def _file_checks(v: dict[str, Any]) -> list[str]:
+    """Files and folders the sidecar will read must be there before it writes anything.
+
+    A secret mounted late would only delay the first sync, but a missing one at start is almost
+    always a typo in the path: failing at once beats retrying for ever with ``.sidecar/`` created.
+    """
+    problems = [f"{_flag(name)}: {why}" for name in SECRET_FILES
+                if v[name] is not None and (why := _unreadable_file(v[name]))]
+    fallback: Path | None = v["fallback_dir"]
+    if fallback is not None and not v["repo"] and not fallback.is_dir():
+        why = "is not a folder" if fallback.exists() else "no such folder"
+        problems.append(f"--fallback-dir: {why}: {str(fallback)!r} (it is the only scripts source)")
+    if v["command"] == "run" and _is_local(v["node_host"]):
+        for name in CHECK_NAMES:
+            if v[f"{name}_port"] is not None and v[f"{name}_port"] == v["http_port"]:
+                problems.append(f"--{name}-port: {v['http_port']} is the sidecar's own --http-port; the {name} "
+                                "check would probe the sidecar, not the node")
+    return problems
+
+
+def _unreadable_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (a symlink to one is fine: Secrets are mounted so)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            return f"is a folder, not a file: {str(path)!r}"
+        if not stat.S_ISREG(mode):
+            return f"is not a regular file: {str(path)!r}"
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        return f"no such file: {str(path)!r}"
+    except OSError as exc:
+        return f"cannot be read: {str(path)!r} ({exc.strerror})"
+    return None
+
+
+def _is_local(host: str) -> bool:
+    """True when ``host`` names this pod's own network namespace."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def _hook_checks(v: dict[str, Any]) -> list[str]:

@@ -1,6 +1,6 @@
-"""Writes the README's configuration table from the settings declarations: ``python -m sidecar.docs``.
+"""Writes the settings table of docs/configuration.md from the settings declarations: ``python -m sidecar.docs``.
 
-The test suite runs :func:`render` and fails when the README is out of date.
+The test suite runs :func:`render` and fails when the table is out of date.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def table() -> str:
             shown = "unset"
         elif isinstance(default, bool):
             shown = "true" if default else "false"
+        elif meta["kind"] == "duration":
+            shown = f"`{default:g}s`"
         else:
             shown = f"`{default}`"
         flag = f"`{meta['flag']}`" + (f" / `--no-{meta['flag'][2:]}`" if meta["kind"] == "bool" else "")
@@ -34,20 +36,23 @@ def table() -> str:
     return "\n".join(rows)
 
 
-def render(readme: str) -> str:
-    """``readme`` with the table between the markers replaced."""
-    head, sep, rest = readme.partition(BEGIN)
+DOC = Path("docs/configuration.md")
+
+
+def render(text: str) -> str:
+    """``text`` with the table between the markers replaced."""
+    head, sep, rest = text.partition(BEGIN)
     if not sep:
-        raise ValueError("README has no settings-table markers")
+        raise ValueError("no settings-table begin marker")
     _, sep2, tail = rest.partition(END)
     if not sep2:
-        raise ValueError("README has no settings-table end marker")
+        raise ValueError("no settings-table end marker")
     return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
 
 
 def main() -> int:
-    """Rewrite README.md in place."""
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("README.md")
+    """Rewrite docs/configuration.md (or the file named as the argument) in place."""
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else DOC
     path.write_text(render(path.read_text()))
     return 0
 

@@ -43,6 +43,9 @@ def readiness(settings: Settings, state: State) -> list[Part]:
     """``/readyz``: scripts published and every gating check up."""
     parts = [scripts_part(state)]
     for name in settings.gating_checks():
+        if name == "policy":
+            parts.append(policy_part(state))
+            continue
         check = state.checks.get(name)
         if check is None or check.up is None:
             reason = "not decided yet"
@@ -55,6 +58,14 @@ def readiness(settings: Settings, state: State) -> list[Part]:
             last = check.last.reason if check.last is not None else "down"
             parts.append(Part(name, False, f"{last}, {check.consecutive_fail} consecutive failures"))
     return parts
+
+
+def policy_part(state: State) -> Part:
+    """The node's policy carries its stable addresses (only when ``--ready-checks`` names ``policy``)."""
+    p = state.policy
+    if p.matches is None:
+        return Part("policy", False, "not read yet" + (f" (last: {p.last_error})" if p.last_error else ""))
+    return Part("policy", True) if p.matches else Part("policy", False, p.summary or p.verdict or "drift")
 
 
 def node_liveness(settings: Settings, state: State) -> Part:

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sidecar import __version__, logs, noderest, procs
-from sidecar.bus import Event
 from sidecar.config import Settings, redact_url
+from sidecar.events import Event, FilesChanged, ScriptsPublished, ScriptsSeeded
 from sidecar.state import HookState, State
 
 log = logs.get("hooks")
@@ -33,7 +33,6 @@ BACKOFF_INITIAL = 1.0  # seconds before the first retry; doubles up to --hook-ba
 REST_MAX_FILES = 20  # beyond this many files one batch is a bulk change, not edits to process one by one
 ENV_PATHS_MAX = 32 * 1024  # bytes of SIDECAR_CHANGED_PATHS; Linux refuses one variable over 128 KiB
 ERROR_MAX = 300  # characters of an error kept in /status
-PUBLISH_EVENTS = ("scripts-seeded", "scripts-updated")
 
 
 @dataclass(frozen=True)
@@ -328,19 +327,18 @@ class Hooks:
 
     def dispatch(self, event: Event) -> None:
         """Submit the triggers one event means; events of other kinds are ignored."""
-        data = event.data
-        if event.kind == "files-changed":
+        if isinstance(event, FilesChanged):
             glob = self.settings.on_change_glob
-            changes = {p: k for p, k in data.get("kinds", {}).items() if fnmatchcase(p, glob)}
+            changes = {p: k for p, k in event.changes.items() if fnmatchcase(p, glob)}
             if changes:
-                trigger = Trigger("change", event.kind, data.get("revision"), changes=changes)
+                trigger = Trigger("change", event.kind, event.revision, changes=changes)
                 for runner in self.runners["change"]:
                     runner.submit(trigger)
-        elif event.kind in PUBLISH_EVENTS:
-            trigger = Trigger("publish", event.kind, data.get("revision"), data.get("source"))
+        elif isinstance(event, ScriptsPublished):
+            trigger = Trigger("publish", event.kind, event.revision, event.source)
             for runner in self.runners["publish"]:
                 # At seed the node has not started yet (it starts after /startupz) and reads the
                 # scripts itself: processing them through REST too would run them twice.
-                if event.kind == "scripts-seeded" and runner.action.kind == "rest":
+                if isinstance(event, ScriptsSeeded) and runner.action.kind == "rest":
                     continue
                 runner.submit(trigger)

@@ -9,7 +9,8 @@ scrape rather than at start-up.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -20,7 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from sidecar import __version__, health
+from sidecar import __version__, health, progress
 from sidecar.config import Settings
 from sidecar.state import Histogram, State
 
@@ -35,6 +36,14 @@ def _gauge(name: str, doc: str, value: float | None = None, labels: Iterable[str
 
 def _counter(name: str, doc: str, labels: Iterable[str]) -> CounterMetricFamily:
     return CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
+
+
+def _by(name: str, doc: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    """A counter with one sample per ``label`` value."""
+    family = _counter(name, doc, [label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 def _histogram(name: str, doc: str, label: str | None, series: dict[str, Histogram]) -> HistogramMetricFamily:
@@ -60,6 +69,7 @@ class StateCollector:
         yield from self._scripts()
         yield from self._watch_and_hooks()
         yield from self._kube()
+        yield from self._policy()
 
     def _sidecar(self) -> Iterator[Metric]:
         s = self.state
@@ -70,14 +80,18 @@ class StateCollector:
         up = _gauge("component_up", "1 while a component task is running.", labels=["component"])
         restarts = _counter("component_restarts", "Times a component task failed and was restarted.",
                             ["component"])
+        stuck = _gauge("component_stuck", "1 while a component's work is past its progress deadline.",
+                       labels=["component"])
+        now = time.monotonic()
         for name, comp in sorted(s.components.items()):
             up.add_metric([name], 1.0 if comp.alive else 0.0)
             restarts.add_metric([name], comp.restarts)
-        yield up
-        yield restarts
+            stuck.add_metric([name], 0.0 if comp.overdue(now) is None else 1.0)
+        yield from (up, restarts, stuck)
 
     def _probes(self) -> Iterator[Metric]:
         verdicts = {
+            "livez": not progress.liveness(self.settings, self.state),
             "startupz": health.all_ok(health.startup(self.settings, self.state)),
             "readyz": health.all_ok(health.readiness(self.settings, self.state)),
             "node_livez": health.node_liveness(self.settings, self.state).ok,
@@ -125,10 +139,7 @@ class StateCollector:
         if sc.published_time is not None:
             yield _gauge("scripts_published_timestamp_seconds", "Unix time the current revision was published.",
                          sc.published_time)
-        syncs = _counter("scripts_syncs", "Syncs by result (ok, noop, error, conflict, held).", ["result"])
-        for result, count in sorted(sc.syncs.items()):
-            syncs.add_metric([result], count)
-        yield syncs
+        yield _by("scripts_syncs", "Syncs by result (ok, noop, error, conflict, held).", "result", sc.syncs)
         yield _histogram("scripts_sync_duration_seconds", "Duration of one sync.", None, {"": sc.sync_duration})
         yield _gauge("scripts_sync_consecutive_failures", "Failed syncs since the last success.",
                      sc.consecutive_failures)
@@ -179,6 +190,21 @@ class StateCollector:
             errors.add_metric([error], count)
         yield errors
         yield CounterMetricFamily(PREFIX + "kube_events", "Events recorded on the pod.", value=k.events_sent)
+
+
+    def _policy(self) -> Iterator[Metric]:
+        p = self.state.policy
+        if not p.enabled:
+            return
+        # Absent until the first answered read: before it nothing is known either way.
+        if p.matches is not None:
+            yield _gauge("node_policy_matches",
+                         "1 when a policy of this node in the network's metadata carries its stable addresses.",
+                         1.0 if p.matches else 0.0)
+        if p.count is not None:
+            yield _gauge("node_policies", "Policies in the network's metadata with this node's name and company.",
+                         p.count)
+        yield _by("node_policy_reads", "Reads of the node's policy by result (ok, error).", "result", p.reads)
 
 
 class Exposition:

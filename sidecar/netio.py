@@ -1,6 +1,6 @@
 """Short connections to the node's ports: one deadline over the whole exchange, always closed.
 
-The node's servers have no timeouts of their own (shared/edgelake-facts.md), so whatever the sidecar
+The node's servers have no timeouts of their own (docs/checks.md), so whatever the sidecar
 opens it must close, whether the exchange succeeded, failed or ran out of time.
 """
 

@@ -1,6 +1,6 @@
 """The one REST client that talks to the node: checks and hooks both go through it.
 
-The node's REST server has 5 worker threads and no read timeout (shared/edgelake-facts.md), so:
+The node's REST server has 5 worker threads and no read timeout (docs/checks.md), so:
 - at most one request is in flight at a time, across the whole sidecar (a process-wide lock);
 - every request has a deadline covering connect, send and the whole answer;
 - the connection is closed as soon as the answer is read (the node says ``Connection: close``);

@@ -1,6 +1,23 @@
 """The in-memory truth: every component writes its part, the HTTP layer and metrics read it.
 
-Nothing here performs I/O. Each component owns one section and is the only writer of it.
+Nothing here performs I/O. Each section has one writer; everyone else only reads it:
+
+- ``scripts``: ``scripts/report.py`` (the outcome of seed and sync) and the sync loop's
+  ``next_sync_time`` and first-publish error (``scripts/sync.py``). Exception, to be moved to the
+  scripts' side: ``watch.py`` rewrites ``local_edits``/``local_edit_files`` after each batch.
+- ``checks[name]``: that check's ``checks/runner.py`` ``CheckRunner``.
+- ``watch``: ``watch.py``.
+- ``hooks[name]``: that hook's runner in ``hooks.py`` (the ``Hooks`` component creates the entries).
+- ``kube``: ``kube/``, one module per field: ``enabled``/``mode`` ``jobs.py``; ``namespace`` and
+  ``first_request_time`` ``client.py``; ``problem``/``problems``/``api_errors`` ``health.py`` (on behalf
+  of every job); ``identity*`` ``identity.py``; ``events_*`` ``events.py``; ``annotations``
+  ``annotations.py``.
+- ``components[name]``, ``loop_lag``, ``shutting_down``: ``app.py`` (the supervisor and its watchdog),
+  except ``components[name].activities``, which the component itself writes through its
+  ``progress.Progress`` handle.
+- ``sync_now`` is a request, not state: set by whoever asks for a sync (``POST /sync`` in
+  ``http/routes.py``, SIGHUP in ``app.py``), cleared by the sync loop that serves it.
+- ``bus`` is the fan-out of events (``sidecar.events``), not state.
 """
 
 from __future__ import annotations
@@ -246,16 +263,95 @@ class KubeState:
         }
 
 
+# --- the node's policy ----------------------------------------------------------------------------
+
+
+@dataclass
+class PolicyState:
+    """Written by policy/runner.py: what the last read of the node's own policy found."""
+
+    enabled: bool = False
+    kind: str | None = None  # the policy type read (operator, master, ...)
+    name: str | None = None  # the node name the policies were looked up by
+    company: str | None = None
+    verdict: str | None = None  # match | drift | missing | duplicates; None before the first answer
+    matches: bool | None = None
+    count: int | None = None  # policies carrying this node's name and company
+    summary: str | None = None  # one sentence: what was found, which field differs
+    policy: dict[str, Any] | None = None  # the policy that speaks for the node (id, addresses, differences)
+    policies: list[dict[str, Any]] = field(default_factory=list)  # every one of them (capped)
+    expected: dict[str, str] = field(default_factory=dict)  # the addresses it should carry
+    expected_source: str | None = None  # kubernetes (the identity file's values) | environment
+    last_read_time: float | None = None  # wall time of the last answered read
+    next_read_time: float | None = None
+    last_error: str | None = None  # why the last read got no verdict (None after a verdict)
+    reads: Counter[str] = field(default_factory=Counter)  # ok | error
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``/status`` view (``node.policy``)."""
+        return {
+            "enabled": self.enabled,
+            "type": self.kind,
+            "name": self.name,
+            "company": self.company,
+            "verdict": self.verdict,
+            "matches": self.matches,
+            "count": self.count,
+            "duplicates": None if self.count is None else self.count > 1,
+            "summary": self.summary,
+            "id": (self.policy or {}).get("id"),
+            "policy": self.policy,
+            "policies": self.policies,
+            "expected": self.expected,
+            "expected_source": self.expected_source,
+            "last_read_time": _iso(self.last_read_time),
+            "next_read_time": _iso(self.next_read_time),
+            "last_error": self.last_error,
+            "reads": dict(self.reads),
+        }
+
+
 # --- the whole ---------------------------------------------------------------------------------------
 
 
 @dataclass
-class ComponentHealth:
-    """Liveness of one supervised component task."""
+class Activity:
+    """What one part of a component is doing, and by when it must report again (see sidecar.progress)."""
 
+    doing: str
+    since: float  # wall time it started, for /status
+    due: float | None  # monotonic deadline of its next report; None: waiting on something outside, never late
+
+
+@dataclass
+class ComponentHealth:
+    """One supervised component task: written by app.py, except ``activities``, which the component
+    itself writes through its ``Progress`` handle."""
+
+    deadline: float | None = None  # seconds of work without progress before it counts as stuck; None: not tracked
     alive: bool = False
     restarts: int = 0
     last_error: str | None = None
+    stuck: bool = False  # the supervisor has logged it as stuck and not yet as moving again
+    activities: dict[str, Activity] = field(default_factory=dict)  # "" is the component's main activity
+
+    def overdue(self, now: float) -> tuple[str, float] | None:
+        """The activity most past its deadline at monotonic ``now``, and by how many seconds; None if none is."""
+        late = [(a.doing, now - a.due) for a in self.activities.values() if a.due is not None and now > a.due]
+        return max(late, key=lambda item: item[1]) if late else None
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """The ``/status`` view."""
+        late = self.overdue(now)
+        return {
+            "alive": self.alive,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "deadline_seconds": self.deadline,
+            "doing": {part or "main": {"doing": a.doing, "since": _iso(a.since)}
+                      for part, a in self.activities.items()},
+            "overdue_seconds": None if late is None else round(late[1], 3),
+        }
 
 
 @dataclass
@@ -269,6 +365,7 @@ class State:
     watch: WatchState = field(default_factory=WatchState)
     hooks: dict[str, HookState] = field(default_factory=dict)
     kube: KubeState = field(default_factory=KubeState)
+    policy: PolicyState = field(default_factory=PolicyState)
     components: dict[str, ComponentHealth] = field(default_factory=dict)
     loop_lag: float = 0.0
     shutting_down: bool = False

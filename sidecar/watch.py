@@ -21,8 +21,8 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from sidecar import logs
-from sidecar.bus import Event
 from sidecar.config import Settings
+from sidecar.events import FilesChanged
 from sidecar.scripts.edits import edited_paths
 from sidecar.scripts.git import Git, GitError
 from sidecar.state import State
@@ -258,9 +258,9 @@ class Watcher:
         ws.recent.extend({"at": now, "kind": k, "path": p} for p, k in islice(changes.items(), start, None))
         paths = list(changes)
         log.info("files_changed", count=len(paths), paths=paths[:5])
-        self.state.bus.publish(Event(
-            "files-changed", f"{len(paths)} file(s) changed in the published scripts",
-            data={"paths": paths, "kinds": changes, "revision": self.state.scripts.revision},
+        self.state.bus.publish(FilesChanged(
+            message=f"{len(paths)} file(s) changed in the published scripts",
+            changes=changes, revision=self.state.scripts.revision,
         ))
         await self._recount(root, paths)
 

@@ -14,9 +14,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from fakekube import FakeKube
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -174,6 +177,15 @@ def sidecar_factory(tmp_path: Path) -> Iterator[Any]:
     for sc in started:
         if sc.proc is not None and sc.proc.poll() is None:
             sc.kill()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKube]:
+    """The loopback Kubernetes API server (tests/fakekube.py) holding our pod; stopped at the end, and the
+    test fails if the sidecar sent a request that sidecar/kube/rbac.py does not allow."""
+    from fakekube import pod, serving
+
+    yield from serving(pod())
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A stand-in EdgeLake node for tests and benches, built on the measured facts (shared/edgelake-facts.md).
+"""A stand-in EdgeLake node for tests and benches, built on the measured facts (docs/checks.md).
 
 Blocking sockets and threads, like the node itself:
 

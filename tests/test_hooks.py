@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from sidecar import config
-from sidecar.bus import Event
 from sidecar.config import Settings
+from sidecar.events import ScriptsSeeded, ScriptsUpdated
 from sidecar.hooks import Hooks
 from sidecar.state import HookState, State
 from sidecar.watch import Watcher
@@ -213,7 +213,7 @@ async def test_a_hook_that_hangs_is_killed_and_retried(tmp_path: Path) -> None:
     hooks = Hooks(settings, state, **FAST)
     h = state.hooks["publish-exec"]
     async with running(hooks.run):
-        state.bus.publish(Event("scripts-updated", "new revision", data={"revision": "abc", "source": "git"}))
+        state.bus.publish(ScriptsUpdated(message="new revision", revision="abc", source="git", path="/s/abc"))
         await eventually(lambda: h.runs["ok"] == 1, what="the retry succeeding")
     assert h.runs["timeout"] == 1
     pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
@@ -233,7 +233,7 @@ async def test_a_failing_hook_backs_off_and_the_latest_trigger_wins(tmp_path: Pa
     try:
         async with running(hooks.run):
             for n in range(150):  # a flood of triggers while the hook fails
-                state.bus.publish(Event("scripts-updated", "new", data={"revision": f"r{n}", "source": "git"}))
+                state.bus.publish(ScriptsUpdated(message="new", revision=f"r{n}", source="git", path=f"/s/r{n}"))
                 await asyncio.sleep(0.01)
             await eventually(lambda: len(receiver.posts) >= 6, what="six attempts")
             arrivals = [t for t, _, _ in receiver.posts]
@@ -267,12 +267,12 @@ async def test_publish_hooks_and_rest_at_seed(tmp_path: Path) -> None:
     hooks = Hooks(settings, state, **FAST)
     try:
         async with running(hooks.run):
-            state.bus.publish(Event("scripts-seeded", "seeded", data={"revision": "r1", "source": "fallback"}))
+            state.bus.publish(ScriptsSeeded(message="seeded", revision="r1", source="fallback", path="/s/r1"))
             await eventually(lambda: len(exec_runs(log)) == 1, what="exec at seed")
             # The node starts after the seed and reads its scripts itself: no REST command then.
             assert rest.commands == [] and "publish-rest" in state.hooks
             assert state.hooks["publish-rest"].runs == {}
-            state.bus.publish(Event("scripts-updated", "updated", data={"revision": "r2", "source": "git"}))
+            state.bus.publish(ScriptsUpdated(message="updated", revision="r2", source="git", path="/s/r2"))
             await eventually(lambda: rest.commands == ["process main.al"] and len(exec_runs(log)) == 2,
                              what="both hooks after an update")
             first, second = exec_runs(log)
@@ -304,7 +304,7 @@ async def test_hung_rest_and_flooding_exec_never_block_the_loop(tmp_path: Path) 
 
     try:
         async with running(hooks.run, ticker):
-            state.bus.publish(Event("scripts-updated", "updated", data={"revision": "r1"}))
+            state.bus.publish(ScriptsUpdated(message="updated", revision="r1", source="git", path="/s/r1"))
             await eventually(lambda: state.hooks["publish-exec"].runs["ok"] == 1, what="50 MB of output drained")
             at_exec_done = ticks
             await eventually(lambda: state.hooks["publish-rest"].runs["timeout"] == 1, what="REST hook timed out")
@@ -334,7 +334,7 @@ def test_webhook_secrets_stay_out_of_logs(tmp_path: Path) -> None:
         "import asyncio, json, sys\n"
         "from sidecar import config, logs\n"
         "logs.setup('debug', 'json')\n"
-        "from sidecar.bus import Event\n"
+        "from sidecar.events import ScriptsUpdated\n"
         "from sidecar.hooks import Hooks\n"
         "from sidecar.state import State\n"
         "async def main():\n"
@@ -344,7 +344,7 @@ def test_webhook_secrets_stay_out_of_logs(tmp_path: Path) -> None:
         "    st = State()\n"
         "    hooks = Hooks(s, st)\n"
         "    task = asyncio.create_task(hooks.run())\n"
-        "    st.bus.publish(Event('scripts-updated', 'x', data={'revision': 'r'}))\n"
+        "    st.bus.publish(ScriptsUpdated(message='x', revision='r', source='git', path='/tmp/x'))\n"
         "    while not st.hooks['publish-webhook'].runs:\n"
         "        await asyncio.sleep(0.02)\n"
         "    task.cancel()\n"

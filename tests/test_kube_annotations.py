@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from fakekube import POD, FakeKube, client, kube_settings, pod, serving, until
+from fakekube import POD, FakeKube, client, kube_settings, until
 
-from sidecar.bus import Event
+from sidecar.backoff import Backoff
+from sidecar.events import CheckDown, ScriptsSeeded, ScriptsUpdated
 from sidecar.kube.annotations import REVISION, SOURCE, AnnotationsJob
-from sidecar.kube.health import Backoff, Health
+from sidecar.kube.health import Health
 from sidecar.state import State
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKube]:
-    yield from serving(pod())
 
 
 def annotations_job(fake: FakeKube, tmp_path: Path, state: State) -> AnnotationsJob:
     settings = kube_settings(tmp_path)
     api = client(fake, tmp_path, settings, state.kube)
-    return AnnotationsJob(settings, state, api, Health(state.kube), Backoff(0.05, 0.2))
+    return AnnotationsJob(settings, state, api, Health(state.kube), Backoff.doubling(0.05, 0.2))
 
 
 def annotations(fake: FakeKube) -> dict[str, str]:
@@ -40,12 +34,12 @@ async def test_revision_and_source_follow_the_scripts(fake: FakeKube, tmp_path: 
         await until(lambda: annotations(fake).get(REVISION) == "1111aaa")
         assert annotations(fake)[SOURCE] == "fallback"
         assert annotations(fake)["kubectl.kubernetes.io/default-container"] == "node"  # others kept
-        update = Event("scripts-updated", "updated to 2222bbb", data={"revision": "2222bbb", "source": "git"})
+        update = ScriptsUpdated(message="updated to 2222bbb", revision="2222bbb", source="git", path="/s/2222bbb")
         state.bus.publish(update)
         await until(lambda: annotations(fake).get(REVISION) == "2222bbb")
         assert annotations(fake)[SOURCE] == "git"
         state.bus.publish(update)  # the same values again: nothing to send
-        state.bus.publish(Event("check-down", "rest down", warning=True))
+        state.bus.publish(CheckDown(message="rest down", check="rest", reason="refused", failures=3))
         await asyncio.sleep(0.2)
     finally:
         task.cancel()
@@ -61,7 +55,7 @@ async def test_patch_is_retried_until_the_api_allows_it(fake: FakeKube, tmp_path
     state = State()
     task = asyncio.create_task(annotations_job(fake, tmp_path, state).run())
     try:
-        state.bus.publish(Event("scripts-seeded", "seeded 3333ccc", data={"revision": "3333ccc", "source": "git"}))
+        state.bus.publish(ScriptsSeeded(message="seeded 3333ccc", revision="3333ccc", source="git", path="/s/3333ccc"))
         await until(lambda: state.kube.api_errors["forbidden"] >= 2)
         assert state.kube.problems["annotations"].startswith(f'forbidden: pods "{POD}" is forbidden')
         fake.forbid.clear()

@@ -4,35 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import structlog.testing
-from fakekube import NAMESPACE, POD, FakeKube, client, kube_settings, pod, service, serving, until
+from fakekube import NAMESPACE, POD, FakeKube, client, kube_settings, service, until
 
-from sidecar.bus import Event
+from sidecar.backoff import Backoff
+from sidecar.events import CheckDown, CheckUp, FilesChanged, ScriptsSeeded, SyncFailed
 from sidecar.kube.events import EventsJob
-from sidecar.kube.health import Backoff, Health
+from sidecar.kube.health import Health
 from sidecar.kube.identity import IdentityJob
 from sidecar.state import State
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKube]:
-    yield from serving(pod())
 
 
 def events_job(fake: FakeKube, tmp_path: Path, **kwargs: Any) -> tuple[State, EventsJob]:
     state = State()
     settings = kube_settings(tmp_path)
     api = client(fake, tmp_path, settings, state.kube)
-    kwargs.setdefault("backoff", Backoff(0.05, 0.2))
+    kwargs.setdefault("backoff", Backoff.doubling(0.05, 0.2))
     return state, EventsJob(settings, state, api, Health(state.kube), **kwargs)
 
 
-DOWN = Event("check-down", "rest check failed 3 times: refused", warning=True, data={"check": "rest"})
+DOWN = CheckDown(message="rest check failed 3 times: refused", check="rest", reason="refused", failures=3)
 
 
 async def test_repeats_become_one_event_with_a_rising_count(fake: FakeKube, tmp_path: Path) -> None:
@@ -45,8 +39,9 @@ async def test_repeats_become_one_event_with_a_rising_count(fake: FakeKube, tmp_
         await until(lambda: fake.events()[0]["count"] == 2)
         state.bus.publish(DOWN)
         await until(lambda: fake.events()[0]["count"] == 3)
-        state.bus.publish(Event("check-up", "rest check is up", data={"check": "rest"}))
-        state.bus.publish(Event("files-changed", "2 files changed"))  # not for `kubectl describe`
+        state.bus.publish(CheckUp(message="rest check is up", check="rest"))
+        # not for `kubectl describe`:
+        state.bus.publish(FilesChanged(message="2 files changed", changes={"a": "added"}, revision=None))
         await until(lambda: len(fake.events()) == 2)
         await asyncio.sleep(0.1)
     finally:
@@ -72,7 +67,7 @@ async def test_write_rate_is_bounded_and_counts_stay_right(fake: FakeKube, tmp_p
     try:
         started = time.monotonic()
         for i in range(60):
-            state.bus.publish(DOWN if i % 2 else Event("sync-failed", "git ls-remote: timeout", warning=True))
+            state.bus.publish(DOWN if i % 2 else SyncFailed(message="git ls-remote: timeout", error="timeout"))
             await asyncio.sleep(0.01)
         # (and the job has seen its last write answered: it counts after the answer)
         await until(lambda: sum(e["count"] for e in fake.events()) == 60 and not job.dirty, timeout=10)
@@ -128,7 +123,8 @@ async def test_api_down_then_up_delivers_what_happened(fake: FakeKube, tmp_path:
     state, job = events_job(fake, tmp_path)
     task = asyncio.create_task(job.run())
     try:
-        state.bus.publish(Event("scripts-seeded", "seeded revision abc123 from git", data={"revision": "abc123"}))
+        state.bus.publish(ScriptsSeeded(message="seeded revision abc123 from git", revision="abc123", source="git",
+                                        path="/scripts/rev-abc123"))
         state.bus.publish(DOWN)
         await until(lambda: state.kube.api_errors["unreachable"] >= 2)
         fake.start()
@@ -142,7 +138,7 @@ async def test_many_different_messages_of_one_reason_are_combined(fake: FakeKube
     """client-go's EventAggregator: the tenth different message in ten minutes starts a combined Event."""
     _, job = events_job(fake, tmp_path)
     for i in range(12):
-        job.add(Event("sync-failed", f"git fetch failed: attempt {i}", warning=True))
+        job.add(SyncFailed(message=f"git fetch failed: attempt {i}", error=f"attempt {i}"))
         while job.dirty:
             key = next(iter(job.dirty))
             await job.write(job.series[key])

@@ -5,27 +5,22 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import structlog.testing
-from fakekube import POD, SERVICE, FakeKube, client, kube_settings, node, pod, service, serving
+from fakekube import POD, SERVICE, FakeKube, client, kube_settings, node, service
 
-from sidecar.kube.health import Backoff, Health
+from sidecar.backoff import Backoff
+from sidecar.kube.health import Health
 from sidecar.kube.identity import IdentityJob, compute, parse, render, write_atomic
 from sidecar.state import KubeState
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeKube]:
-    yield from serving()
 
 
 def job(fake: FakeKube, tmp_path: Path, *args: str) -> IdentityJob:
     settings = kube_settings(tmp_path, *args)
     state = KubeState()
-    return IdentityJob(settings, state, client(fake, tmp_path, settings, state), Health(state), Backoff(0.05, 0.2))
+    api = client(fake, tmp_path, settings, state)
+    return IdentityJob(settings, state, api, Health(state), Backoff.doubling(0.05, 0.2))
 
 
 def test_compute_from_each_kind_of_service(tmp_path: Path) -> None:
@@ -115,7 +110,6 @@ async def test_load_balancer_address_appears_later(fake: FakeKube, tmp_path: Pat
 
 async def test_node_external_ip_is_read_only_when_allowed(fake: FakeKube, tmp_path: Path) -> None:
     fake.put(service(type="NodePort"))
-    fake.put(pod())
     fake.put(node())
     await job(fake, tmp_path).refresh()
     assert not fake.received(resource="nodes")

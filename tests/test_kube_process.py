@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakekube import NAMESPACE, POD, SERVICE, FakeKube, pod, service, serving
+from fakekube import NAMESPACE, POD, SERVICE, FakeKube, service
 
 from sidecar.kube.identity import parse
 
@@ -18,12 +17,8 @@ pytest.importorskip("sidecar.scripts.sync", reason="the sidecar's run command ne
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeKube]:
-    yield from serving(service(), pod())
-
-
 def start(sidecar_factory: Any, fake: FakeKube, tmp_path: Path, *args: str, wait_live: bool = True) -> Any:
+    fake.put(service())
     env = {"SIDECAR_KUBE": "auto", "KUBECONFIG": str(fake.kubeconfig(tmp_path / "kube")), "POD_NAME": POD,
            "POD_NAMESPACE": NAMESPACE}
     return sidecar_factory(["--fallback-dir", str(ROOT / "examples" / "deployment-scripts"),

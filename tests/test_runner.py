@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from sidecar import noderest
-from sidecar.bus import Event
 from sidecar.checks import Outcome
 from sidecar.checks.runner import CheckRunner, CheckSpec
+from sidecar.events import CheckDown, Event, Kind
 from sidecar.state import State
 from tests.fakenode import FakeNode
 from tests.helpers import running as running_jobs
@@ -26,7 +26,7 @@ def node() -> Iterator[FakeNode]:
 
 def spec(name: str, port: int, **kw: float) -> CheckSpec:
     # timeout 3 s, the default: rapid connects to a backlog of 5 sometimes wait for a 1 s SYN retry,
-    # on the real node (shared/edgelake-facts.md) and on the stand-in alike.
+    # on the real node (docs/checks.md) and on the stand-in alike.
     values: dict[str, float] = {"interval": 0.05, "timeout": 3.0, "failure_threshold": 3, "success_threshold": 1,
                                 "initial_delay": 0.0, "jitter": 0.0}
     values.update(kw)
@@ -60,8 +60,9 @@ async def test_thresholds_and_transition_events(node: FakeNode) -> None:
         assert result.reason == "refused"
         assert check.up is expected
     down = drain(events)
-    assert [e.kind for e in down] == ["check-down"]
-    assert down[0].warning and down[0].data["check"] == "tcp" and down[0].data["reason"] == "refused"
+    assert [e.kind for e in down] == [Kind.CHECK_DOWN]
+    assert isinstance(down[0], CheckDown) and down[0].warning
+    assert (down[0].check, down[0].reason, down[0].failures) == ("tcp", "refused", 3)
     assert check.failing_since is not None and check.consecutive_fail == 3
 
     await runner.once()
@@ -72,7 +73,7 @@ async def test_thresholds_and_transition_events(node: FakeNode) -> None:
     assert check.up is False  # recovering needs two successes
     await runner.once()
     assert check.up is True and check.failing_since is None and check.failing_since_monotonic is None
-    assert [e.kind for e in drain(events)] == ["check-up"]
+    assert [e.kind for e in drain(events)] == [Kind.CHECK_UP]
     assert check.results == {"ok": 4, "refused": 4}
     assert check.transitions == 3 and check.duration.count == 8
 

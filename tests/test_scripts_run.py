@@ -45,8 +45,8 @@ def test_run_publishes_serves_status_and_stops_on_sigterm(tmp_path: Path, sideca
     assert scripts["local_edits"] == 0
     assert status["config"]["period"] == 3600
     assert sc.get("/livez")[0] == 200
-    # `edgelake-sidecar status` prints the same JSON (what a person runs in `kubectl exec`).
-    printed = cli(["status", "--http-port", str(sc.port)])
+    # `edgelake-sidecar status -o json` prints the same JSON (what a person runs in `kubectl exec`).
+    printed = cli(["status", "-o", "json", "--http-port", str(sc.port)])
     assert printed.returncode == 0, printed.stderr
     assert json.loads(printed.stdout)["scripts"]["revision"] == up.head()
     started = time.monotonic()

@@ -13,6 +13,7 @@ import pytest
 
 from sidecar import config
 from sidecar.config import Settings
+from sidecar.events import FilesChanged
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
 from sidecar.state import State
@@ -89,8 +90,8 @@ async def test_edits_by_another_process_reach_state_and_status(pub: Published) -
             assert state.scripts.local_edit_files == ["mine/extra.al", "node-deployment/local_script.al",
                                                       "node-deployment/main.al", "policies/master.al"]
             event = events.get_nowait()
-            assert event.kind == "files-changed"
-            assert event.data["kinds"] == {"mine/extra.al": "added", "node-deployment/local_script.al": "modified",
+            assert isinstance(event, FilesChanged)
+            assert event.changes == {"mine/extra.al": "added", "node-deployment/local_script.al": "modified",
                                            "node-deployment/main.al": "deleted", "policies/master.al": "modified"}
 
             code, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/status")

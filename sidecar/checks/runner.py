@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 
 from sidecar import logs
-from sidecar.bus import Event
 from sidecar.checks import Outcome, Probe, failure, probe_for
 from sidecar.config import Settings
+from sidecar.events import CheckDown, CheckUp
 from sidecar.state import CheckResult, CheckState, State
 
 log = logs.get("checks")
@@ -145,17 +145,14 @@ class CheckRunner:
         if up:
             log.info("check_up", check=name, target=self.spec.target, first=first)
             if not first:  # "up" at start-up is not news; an Event for it would be noise
-                self.state.bus.publish(Event("check-up", f"node {name} port {self.spec.target} is up again",
-                                             data={"check": name, "reason": "ok"}))
+                self.state.bus.publish(CheckUp(message=f"node {name} port {self.spec.target} is up again", check=name))
             return
         log.warning("check_down", check=name, target=self.spec.target, reason=result.reason,
                     detail=result.detail, failures=check.consecutive_fail)
-        self.state.bus.publish(Event(
-            "check-down",
-            f"node {name} port {self.spec.target} is down: {result.reason}"
+        self.state.bus.publish(CheckDown(
+            message=f"node {name} port {self.spec.target} is down: {result.reason}"
             + (f" ({result.detail})" if result.detail else ""),
-            warning=True,
-            data={"check": name, "reason": result.reason, "failures": check.consecutive_fail},
+            check=name, reason=result.reason, failures=check.consecutive_fail,
         ))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sidecar import __version__, health, logs
+from sidecar import __version__, health, logs, progress
 from sidecar.config import Settings
 from sidecar.http.server import Request, Response
 from sidecar.state import State
@@ -65,7 +65,6 @@ class Endpoints:
     def __init__(self, settings: Settings, state: State) -> None:
         self.settings = settings
         self.state = state
-        self.components: list[str] = []
         self._metrics: Exposition | None = None
         self.routes: dict[tuple[str, str], Callable[[Request], Response | Awaitable[Response]]] = {
             ("GET", "/livez"): self.livez,
@@ -89,20 +88,9 @@ class Endpoints:
         return _text(404, "not found\n")
 
     # -- liveness of the sidecar itself ------------------------------------------------------------
-    def livez_problems(self) -> list[str]:
-        """Reasons the sidecar itself is unhealthy (never the node's or git's)."""
-        problems = []
-        if self.state.loop_lag > self.settings.loop_lag_max:
-            problems.append(f"event loop lagging {self.state.loop_lag:.2f} s")
-        for name in self.components:
-            health = self.state.components.get(name)
-            if health is None or not health.alive:
-                problems.append(f"component {name} not running")
-        return problems
-
     def livez(self, request: Request) -> Response:
-        """200 while the event loop turns and every component task runs."""
-        problems = self.livez_problems()
+        """200 while the event loop turns and every component task runs and makes progress."""
+        problems = progress.liveness(self.settings, self.state)
         if problems:
             return _text(503, "".join(f"[-]{p}\n" for p in problems))
         return _text(200, "ok\n")
@@ -144,10 +132,8 @@ class Endpoints:
             "watch": s.watch.as_dict(),
             "hooks": {name: h.as_dict() for name, h in s.hooks.items()},
             "kube": s.kube.as_dict(),
-            "components": {
-                name: {"alive": h.alive, "restarts": h.restarts, "last_error": h.last_error}
-                for name, h in s.components.items()
-            },
+            "node": {"policy": s.policy.as_dict()},
+            "components": {name: h.as_dict(time.monotonic()) for name, h in s.components.items()},
             "loop_lag_seconds": round(s.loop_lag, 4),
         }
         return _json(200, payload)

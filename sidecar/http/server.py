@@ -6,10 +6,14 @@ limits, which fit here:
 
 - every request head (the first on a connection and each one after it) must arrive within
   ``header_timeout`` and fit in ``MAX_HEAD`` bytes; its body, with it;
-- bodies only with ``Content-Length`` up to ``MAX_BODY`` (no chunked uploads);
+- requests are framed by :mod:`sidecar.http.parser`, strictly as RFC 9112 says (a bare LF, a
+  second Content-Length or a Transfer-Encoding is refused, never guessed at); bodies only with
+  ``Content-Length`` up to ``MAX_BODY``; ``Expect: 100-continue`` gets its 100;
 - at most ``max_connections`` open connections: a new one evicts an idle or slow one, taken
   from the peer address that holds the most connections, so one flooding or slow-loris client
-  cannot lock out the kubelet's probes;
+  cannot lock out the kubelet's probes. A closed connection leaves the count at once (its last
+  answer drains beside, at most ``max_connections`` of them), so a newcomer costs the same
+  however fast the flood comes;
 - idle keep-alive connections are closed after ``idle_timeout``;
 - back-pressure: a client that does not read its answers stops being read (the kernel's send
   buffer is capped so this happens after kilobytes, not megabytes, of answers), a connection
@@ -29,12 +33,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
 
-MAX_HEAD = 8192
-MAX_HEADERS = 64
-MAX_BODY = 64 * 1024
-MAX_BUFFER = MAX_HEAD + MAX_BODY  # unread bytes kept per connection before it stops being read
+from sidecar.http.parser import MAX_BODY, MAX_HEAD, HttpError, Request, RequestReader, Waiting
+
+__all__ = ["HttpServer", "Request", "Response"]
+
+# Unread bytes kept per connection before it stops being read: one whole request always fits.
+MAX_BUFFER = MAX_HEAD + 4 + MAX_BODY
 PIPELINE_BATCH = 16  # pipelined requests answered in one go before yielding to other connections
 SWEEP = 0.5  # seconds between deadline sweeps
 # Kernel send buffer per connection. Left to autotuning, loopback grows it to megabytes, so a client
@@ -43,24 +48,13 @@ SWEEP = 0.5  # seconds between deadline sweeps
 SEND_BUFFER = 64 * 1024
 
 REASONS = {
-    200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+    100: "Continue", 200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
     403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    411: "Length Required", 413: "Content Too Large", 429: "Too Many Requests",
+    411: "Length Required", 413: "Content Too Large", 417: "Expectation Failed", 429: "Too Many Requests",
     431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
     503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
-
-
-@dataclass
-class Request:
-    """A parsed request."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
-    body: bytes
-    peer: str
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 @dataclass
@@ -76,67 +70,13 @@ class Response:
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _parse_head(head: bytes, peer: str) -> tuple[Request, int]:
-    """Parse a request head; return the request (body empty) and its Content-Length."""
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
-        raise _HttpError(400, "undecodable request") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise _HttpError(400, "malformed request line")
-    method, target, version = parts
-    if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _HttpError(505, "unsupported HTTP version")
-    if not method.isalpha() or not method.isupper():
-        raise _HttpError(400, "malformed method")
-    if not target.startswith("/"):
-        raise _HttpError(400, "malformed target")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
-            raise _HttpError(400, "malformed header")
-        key = name.lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    if len(headers) > MAX_HEADERS:
-        raise _HttpError(431, "too many headers")
-    if "transfer-encoding" in headers:
-        raise _HttpError(501, "chunked request bodies are not accepted")
-    length = 0
-    if "content-length" in headers:
-        raw = headers["content-length"]
-        if not (raw.isascii() and raw.isdigit()):  # "²".isdigit() is True, and int() rejects it
-            raise _HttpError(400, "bad Content-Length")
-        length = int(raw)
-        if length > MAX_BODY:
-            raise _HttpError(413, "request body too large")
-    if "?" in target or "%" in target or "#" in target:
-        split = urlsplit(target)
-        path, query = unquote(split.path), parse_qs(split.query, keep_blank_values=True)
-    else:  # the probes' plain paths: skip the URL parser
-        path, query = target, {}
-    request = Request(method, path, query, headers, b"", peer)
-    if version == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
-        request.headers["connection"] = "close"
-    return request, length
-
-
 class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.reader = RequestReader("?")
+        self.continued = False  # a 100 Continue went out for the request whose body is arriving
+        self.eof = False  # the client has half-closed: no more bytes will come
         self.busy = False  # a request is being answered by an async handler
         self.deadline = 0.0  # monotonic time by which the current wait must end
         self.waiting_since = time.monotonic()  # start of the current idle period or request head
@@ -157,6 +97,7 @@ class _Connection(asyncio.Protocol):
         if isinstance(peer, tuple):
             self.host = str(peer[0])
             self.peer = f"{peer[0]}:{peer[1]}"
+            self.reader.peer = self.peer
         self.deadline = self.waiting_since + self.server.header_timeout
         self.server._opened(self)
 
@@ -165,14 +106,21 @@ class _Connection(asyncio.Protocol):
         self.server._closed(self)
 
     def data_received(self, data: bytes) -> None:
-        if not self.buffer and not self.busy:  # a new request starts: it has header_timeout to arrive
+        if not self.reader.buffer and not self.busy:  # a new request starts: it has header_timeout to arrive
             self.waiting_since = time.monotonic()
             self.deadline = self.waiting_since + self.server.header_timeout
-        self.buffer += data
-        if len(self.buffer) > MAX_BUFFER:
+        self.reader.feed(data)
+        if len(self.reader.buffer) > MAX_BUFFER:
             self._pause_reading()
         if not self.busy:
             self._process()
+
+    def eof_received(self) -> bool:
+        """The client sent everything (a half-close): answer what is complete, then close."""
+        self.eof = True
+        if not self.busy:
+            self._process()
+        return True  # keep the transport open for the answers still to be written
 
     def pause_writing(self) -> None:
         self.write_paused = True  # the client does not read its answers: stop answering it
@@ -191,7 +139,7 @@ class _Connection(asyncio.Protocol):
             return True
         if self.busy:
             return False
-        if self.buffer:
+        if self.reader.buffer:
             self._fail(408, "request head not received in time")
         else:
             self.close()
@@ -205,13 +153,7 @@ class _Connection(asyncio.Protocol):
             # reads: the sweep aborts the connection once this deadline passes.
             self.deadline = time.monotonic() + self.server.header_timeout
             self.transport.close()
-
-    def evict(self) -> None:
-        """Make room for a newcomer: close, or abort a connection already closing."""
-        if self.closing and self.transport is not None:
-            self.transport.abort()
-        else:
-            self.close()
+            self.server._released(self)
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None:
@@ -226,36 +168,34 @@ class _Connection(asyncio.Protocol):
         for _ in range(PIPELINE_BATCH):
             if self.closing or self.busy or self.write_paused:
                 return
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.buffer) > MAX_HEAD:
-                    self._fail(431, "request head too large")
-                elif self.read_paused:
-                    self.read_paused = False
-                    assert self.transport is not None
-                    self.transport.resume_reading()
-                return
-            if end > MAX_HEAD:
-                self._fail(431, "request head too large")
-                return
             try:
-                request, length = _parse_head(bytes(self.buffer[:end]), self.peer)
-            except _HttpError as exc:
+                request = self.reader.next()
+            except HttpError as exc:
                 self._fail(exc.status, str(exc))
                 return
-            except ValueError:  # urlsplit on a broken IPv6 target, int() on thousands of digits
-                self._fail(400, "malformed request")
+            if isinstance(request, Waiting):
+                self._await_more(request)
                 return
-            if len(self.buffer) < end + 4 + length:
-                return  # wait for the rest of the body, under the same deadline
-            request.body = bytes(self.buffer[end + 4 : end + 4 + length])
-            del self.buffer[: end + 4 + length]
+            self.continued = False
             self._dispatch(request)
         # More pipelined requests are waiting: let other connections have the loop first.
         asyncio.get_running_loop().call_soon(self._process)
 
+    def _await_more(self, waiting: Waiting) -> None:
+        """The buffer holds no complete request: make sure its missing bytes can arrive."""
+        assert self.transport is not None
+        if self.eof:  # what is missing will never come
+            self.close()
+            return
+        if waiting.head is not None and waiting.head.expect_continue and not self.continued:
+            self.continued = True
+            self.transport.write(CONTINUE)
+        if self.read_paused:  # paused while full of pipelined requests; the rest of this one is needed now
+            self.read_paused = False
+            self.transport.resume_reading()
+
     def _dispatch(self, request: Request) -> None:
-        keep_alive = request.headers.get("connection", "").lower() != "close"
+        keep_alive = request.keep_alive
         try:
             result = self.server.handler(request)
         except Exception as exc:  # a handler bug must not kill the server
@@ -290,7 +230,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.waiting_since = time.monotonic()
-        timeout = self.server.header_timeout if self.buffer else self.server.idle_timeout
+        timeout = self.server.header_timeout if self.reader.buffer else self.server.idle_timeout
         self.deadline = self.waiting_since + timeout
 
     def _write(self, response: Response, keep_alive: bool, head_only: bool = False) -> None:
@@ -328,11 +268,15 @@ class HttpServer:
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.on_error = on_error
-        self._conns: set[_Connection] = set()
+        self._conns: set[_Connection] = set()  # open, counted against max_connections
+        # Closed, their last answer still going out; oldest first. Out of _conns at once: a flood's
+        # evicted connections neither take the places of newcomers nor lengthen the victim search.
+        self._draining: dict[_Connection, None] = {}
         self._tasks: set[asyncio.Future[Response]] = set()
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.evictions = 0
+        self.port = 0  # the bound port, once started
 
     @property
     def connections(self) -> int:
@@ -345,7 +289,7 @@ class HttpServer:
             if victim is None:  # every connection is being answered: the newcomer waits its turn elsewhere
                 conn.close()
                 return
-            victim.evict()
+            victim.close()
             self.evictions += 1
         self._conns.add(conn)
 
@@ -360,12 +304,23 @@ class HttpServer:
     def _sweep(self) -> None:
         """Close every connection whose deadline passed; runs every SWEEP seconds while serving."""
         now = time.monotonic()
-        for conn in list(self._conns):
+        for conn in [*self._conns, *self._draining]:
             conn.expired(now)
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP, self._sweep)
 
+    def _released(self, conn: _Connection) -> None:
+        """``conn`` is closing: it no longer counts; past max_connections draining, the oldest is aborted."""
+        self._conns.discard(conn)
+        self._draining[conn] = None
+        while len(self._draining) > self.max_connections:
+            oldest = next(iter(self._draining))
+            del self._draining[oldest]
+            if oldest.transport is not None:
+                oldest.transport.abort()
+
     def _closed(self, conn: _Connection) -> None:
         self._conns.discard(conn)
+        self._draining.pop(conn, None)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (``port`` 0 picks one); return the bound port."""
@@ -373,8 +328,8 @@ class HttpServer:
         self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=256,
                                                 reuse_address=True)
         self._sweeper = loop.call_later(SWEEP, self._sweep)
-        sock = self._server.sockets[0]
-        return int(sock.getsockname()[1])
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
 
     async def stop(self) -> None:
         """Stop listening and close every connection."""

@@ -1,17 +1,19 @@
 """One connection to the Kubernetes API: which configuration, how a request goes out, what an error means.
 
-The official client loads the configuration (in-cluster service account or kubeconfig) and carries
-the request (TLS with the cluster CA, token refresh). The requests themselves are six fixed paths,
-built here instead of through ``CoreV1Api`` for footprint (see ``official.py``). The client is
-blocking, so every request runs in its own daemon thread with a timeout; the event loop never waits
-on it, and a hung request never delays the process's exit.
+In a pod the service account's files are the configuration; with ``KUBECONFIG`` the official
+client's loader reads it (``official.py``). ``transport.py`` carries each request. The requests
+themselves are six fixed paths, built here instead of through ``CoreV1Api`` for footprint. Requests
+block, so each runs in its own daemon thread with a deadline; the event loop never waits on it, and a
+hung request never delays the process's exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,7 +23,7 @@ from urllib.parse import quote
 
 from sidecar import __version__, logs
 from sidecar.config import Settings
-from sidecar.kube import official
+from sidecar.kube import official, transport
 from sidecar.state import KubeState
 
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -108,9 +110,7 @@ class KubeClient:
         self.environ = dict(environ)
         self.sa_dir = sa_dir
         self.namespace: str = settings.pod_namespace or ""
-        self._configuration: Any = None
-        self._rest: Any = None
-        self._api_exception: type[Exception] = Exception
+        self._endpoint: transport.Endpoint | None = None
         self._pod: dict[str, Any] | None = None
         self._connect_lock = asyncio.Lock()
         self._pod_lock = asyncio.Lock()
@@ -118,7 +118,7 @@ class KubeClient:
     async def connect(self) -> None:
         """Load the configuration once (in a thread: it reads files, may run a kubeconfig exec plugin)."""
         async with self._connect_lock:
-            if self._rest is None:
+            if self._endpoint is None:
                 try:
                     # A hung kubeconfig exec plugin must not hold every job behind this lock.
                     await asyncio.wait_for(in_daemon_thread(self._load), self.settings.kube_timeout)
@@ -128,34 +128,40 @@ class KubeClient:
                 self.state.namespace = self.namespace
 
     def _load(self) -> None:
-        configuration = official.module("client.configuration").Configuration()
         try:
             if self.mode == "in-cluster":
-                loader = official.module("config.incluster_config").InClusterConfigLoader(
-                    token_filename=str(self.sa_dir / "token"), cert_filename=str(self.sa_dir / "ca.crt"),
-                    environ=self.environ)
-                loader.load_and_set(configuration)
+                self._endpoint = transport.in_cluster(self.sa_dir, self.environ)
                 namespace_file = self.sa_dir / "namespace"
                 if not self.namespace and namespace_file.is_file():
                     self.namespace = namespace_file.read_text().strip()
             else:
-                kube_config = official.module("config.kube_config")
-                path = self.environ["KUBECONFIG"]
-                kube_config.load_kube_config(config_file=path, client_configuration=configuration,
-                                             persist_config=False)
-                if not self.namespace:
-                    _, context = kube_config.list_kube_config_contexts(config_file=path)
-                    self.namespace = (context or {}).get("context", {}).get("namespace") or ""
-        except Exception as exc:  # any broken configuration (missing file, bad YAML, exec plugin failure)
+                self._endpoint = transport.from_configuration(self._load_kubeconfig())
+        except transport.ConfigError as exc:
+            raise KubeError("config", 0, f"{self.mode} configuration: {exc}") from None
+        except Exception as exc:  # any broken kubeconfig (missing file, bad YAML, exec plugin failure)
             raise KubeError("config", 0, f"{self.mode} configuration: {type(exc).__name__}: {exc}") from None
         self.namespace = self.namespace or "default"
-        token = str(configuration.api_key.get("BearerToken") or configuration.api_key.get("authorization") or "")
-        logs.add_secret(token.removeprefix("bearer ").removeprefix("Bearer ").strip())
-        # The jobs back off themselves; urllib3's own retries would multiply the request timeout.
-        configuration.retries = False
-        self._api_exception = official.module("client.exceptions").ApiException
-        self._rest = official.module("client.rest").RESTClientObject(configuration)
-        self._configuration = configuration
+        with contextlib.suppress(KubeError):
+            logs.add_secret(self._authorization().removeprefix("Bearer ").removeprefix("bearer ").strip())
+
+    def _load_kubeconfig(self) -> Any:
+        """The official loader's ``Configuration`` for ``$KUBECONFIG``; the namespace of its current context."""
+        configuration = official.module("client.configuration").Configuration()
+        kube_config = official.module("config.kube_config")
+        path = self.environ["KUBECONFIG"]
+        kube_config.load_kube_config(config_file=path, client_configuration=configuration, persist_config=False)
+        if not self.namespace:
+            _, context = kube_config.list_kube_config_contexts(config_file=path)
+            self.namespace = (context or {}).get("context", {}).get("namespace") or ""
+        return configuration
+
+    def _authorization(self) -> str:
+        """The current Authorization header (a rotated or refreshed token is read again)."""
+        assert self._endpoint is not None
+        try:
+            return self._endpoint.authorization() or ""
+        except Exception as exc:  # an unreadable token file, a failing exec plugin: degrade, never crash the job
+            raise KubeError("config", 0, f"credentials: {type(exc).__name__}: {exc}") from None
 
     # -- requests ------------------------------------------------------------------------------------
     async def request(self, method: str, resource: str, name: str = "", body: Any = None,
@@ -165,50 +171,42 @@ class KubeClient:
         await self.connect()
         if self.state.first_request_time is None:
             self.state.first_request_time = time.time()
-        result: dict[str, Any] = await in_daemon_thread(self._send, method, self._path(resource, name), body,
-                                                        content_type)
+        timeout = self.settings.kube_timeout
+        try:
+            # The socket timeout bounds the connect and each read; this bounds the whole request.
+            result: dict[str, Any] = await asyncio.wait_for(
+                in_daemon_thread(self._send, method, self._path(resource, name), body, content_type), 2 * timeout)
+        except TimeoutError:
+            raise KubeError("timeout", 0, f"no complete answer within {2 * timeout:g} s") from None
         return result
 
     def _send(self, method: str, path: str, body: Any, content_type: str) -> dict[str, Any]:
-        import urllib3  # here, in the request's thread: its import (~80 ms) stays off the event loop
-
+        assert self._endpoint is not None
         headers = {"Accept": JSON, "User-Agent": USER_AGENT}
-        # auth_settings() runs the loader's refresh hook: a rotated service account token is re-read.
-        try:
-            auths = self._configuration.auth_settings().values()
-        except Exception as exc:  # an unreadable token file, a failing refresh: degrade, never crash the job
-            raise KubeError("config", 0, f"credentials: {type(exc).__name__}: {exc}") from None
-        for auth in auths:
-            if auth["in"] == "header" and auth["value"]:
-                headers[auth["key"]] = auth["value"]
+        data = None
         if body is not None:
             headers["Content-Type"] = content_type
+            data = json.dumps(body).encode()
         try:
-            response = self._rest.request(method, self._configuration.host + path, headers=headers, body=body,
-                                          _request_timeout=self.settings.kube_timeout)
-            try:
-                data = response.read()
-            finally:
-                response.response.release_conn()
-        except self._api_exception as exc:  # the transport turns TLS failures into ApiException(status=0)
-            status, reason = getattr(exc, "status", 0), str(getattr(exc, "reason", exc))
-            if status:
-                raise _status_error(status, getattr(exc, "body", None)) from None
-            raise KubeError("tls", 0, reason.splitlines()[-1][:300]) from None
-        except urllib3.exceptions.NewConnectionError as exc:  # before TimeoutError: it is a subclass
-            raise KubeError("unreachable", 0, str(exc)[:300]) from None
-        except urllib3.exceptions.TimeoutError:
+            status, answer = transport.send(self._endpoint, method, path, headers, data, self.settings.kube_timeout)
+        except transport.ConfigError as exc:
+            raise KubeError("config", 0, f"credentials: {exc}") from None
+        except transport.AnswerTooLarge as exc:
+            raise KubeError("bad-response", 0, str(exc)) from None
+        except ssl.SSLError as exc:  # before OSError: it is a subclass
+            raise KubeError("tls", 0, str(exc)[:300]) from None
+        except TimeoutError:
             raise KubeError("timeout", 0, f"no answer within {self.settings.kube_timeout:g} s") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise KubeError("unreachable", 0, f"{type(exc).__name__}: {exc}"[:300]) from None
-        if not 200 <= response.status < 300:
-            raise _status_error(response.status, data)
+        if not 200 <= status < 300:
+            raise _status_error(status, answer)
         try:
-            payload = json.loads(data)
+            payload = json.loads(answer)
         except ValueError:
-            raise KubeError("bad-response", response.status, "the answer is not JSON") from None
+            raise KubeError("bad-response", status, "the answer is not JSON") from None
         if not isinstance(payload, dict):
-            raise KubeError("bad-response", response.status, "the answer is not a JSON object")
+            raise KubeError("bad-response", status, "the answer is not a JSON object")
         return payload
 
     def _path(self, resource: str, name: str) -> str:

@@ -18,25 +18,29 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar import logs
-from sidecar.bus import Event
+from sidecar import logs, progress
+from sidecar.backoff import Backoff, Retries
 from sidecar.config import Settings
+from sidecar.events import Event, Kind
 from sidecar.kube.client import STRATEGIC_MERGE_PATCH, KubeClient, KubeError
-from sidecar.kube.health import Backoff, Health, next_event
+from sidecar.kube.health import API_BACKOFF, Health, next_event
 from sidecar.state import State
 
 log = logs.get("kube.events")
 
 COMPONENT = "edgelake-sidecar"
-REASONS = {
-    "scripts-seeded": "ScriptsSeeded",
-    "scripts-updated": "ScriptsUpdated",
-    "sync-failed": "SyncFailed",
-    "sync-recovered": "SyncRecovered",
-    "edits-held": "LocalEditsHeld",
-    "edits-conflict": "LocalEditsConflict",
-    "check-down": "NodePortDown",
-    "check-up": "NodePortUp",
+REASONS = {  # the kinds a person wants in `kubectl describe pod`, with their Event reason
+    Kind.SCRIPTS_SEEDED: "ScriptsSeeded",
+    Kind.SCRIPTS_UPDATED: "ScriptsUpdated",
+    Kind.SYNC_FAILED: "SyncFailed",
+    Kind.SYNC_RECOVERED: "SyncRecovered",
+    Kind.EDITS_HELD: "LocalEditsHeld",
+    Kind.EDITS_CONFLICT: "LocalEditsConflict",
+    Kind.CHECK_DOWN: "NodePortDown",
+    Kind.CHECK_UP: "NodePortUp",
+    Kind.POLICY_DRIFT: "PolicyDrift",
+    Kind.DUPLICATE_POLICIES: "DuplicatePolicies",
+    Kind.POLICY_MATCHES: "PolicyMatches",
 }
 MAX_MESSAGE = 1024
 SIMILAR_MAX = 10  # different messages of one (type, reason) before they are combined (client-go's default)
@@ -86,7 +90,7 @@ class EventsJob:
     """Turns bus events into Events: aggregates, bounds the rate, retries with backoff."""
 
     def __init__(self, settings: Settings, state: State, client: KubeClient, health: Health, *,
-                 burst: int = 25, refill: float = 30.0, cache: int = 256, backoff: Backoff | None = None) -> None:
+                 burst: int = 25, refill: float = 30.0, cache: int = 256, backoff: Backoff = API_BACKOFF) -> None:
         self.settings = settings
         self.kube = state.kube
         self.client = client
@@ -94,7 +98,7 @@ class EventsJob:
         self.queue = state.bus.subscribe()
         self.bucket = TokenBucket(burst, refill)
         self.cache_size = cache
-        self.backoff = backoff or Backoff(1.0, 60.0)
+        self.retries = Retries(backoff)
         self.series: OrderedDict[tuple[str, str, str], Series] = OrderedDict()  # least recently seen first
         self.dirty: OrderedDict[tuple[str, str, str], None] = OrderedDict()  # series with unwritten counts
         self.similar: dict[tuple[str, str], tuple[set[str], float]] = {}  # messages seen, when last
@@ -130,8 +134,10 @@ class EventsJob:
 
     async def run(self) -> None:
         """Never returns: waits for bus events, writes what the rate allows, backs off on API errors."""
+        report = progress.current()
         while True:
             if not self.dirty:
+                report.waiting("bus events")
                 event = await next_event(self.queue, None)
                 assert event is not None
                 self.add(event)
@@ -139,24 +145,27 @@ class EventsJob:
                 self.add(self.queue.get_nowait())
             wait = self.bucket.wait()
             if wait > 0:
+                report.waiting("the write rate", wait)
                 event = await next_event(self.queue, wait)
                 if event is not None:
                     self.add(event)
                 continue
             key = next(iter(self.dirty))
             self.bucket.take()
+            report.working("writing an Event")
             try:
                 await self.write(self.series[key])
             except KubeError as exc:
                 self.health.fail("events", exc.reason, str(exc))
-                await self._collect_for(self.backoff.next())
+                await self._collect_for(self.retries.failed())
                 continue
             self.dirty.pop(key, None)
             self.health.ok("events")
-            self.backoff.reset()
+            self.retries.reset()
 
     async def _collect_for(self, seconds: float) -> None:
         """Wait, still counting the bus events that arrive (the queue must not overflow meanwhile)."""
+        progress.current().waiting("retry after an API error", seconds)
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             event = await next_event(self.queue, left)

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import random
 
 from sidecar import logs
-from sidecar.bus import Event
+from sidecar.backoff import Backoff
+from sidecar.events import Event
 from sidecar.state import KubeState
 
 log = logs.get("kube")
 
 
-class Backoff:
-    """Exponential backoff with jitter: ``initial``, doubling up to ``cap`` seconds."""
-
-    def __init__(self, initial: float = 1.0, cap: float = 60.0) -> None:
-        self.initial = initial
-        self.cap = cap
-        self._next = initial
-
-    def next(self) -> float:
-        """The next wait; +-20 % jitter so that many pods do not retry in step."""
-        delay = self._next
-        self._next = min(self._next * 2, self.cap)
-        return delay * random.uniform(0.8, 1.2)
-
-    def reset(self) -> None:
-        """Start again from ``initial`` (after a success)."""
-        self._next = self.initial
+# Retries of a failed API call: 1 s doubling to a minute, spread so that many pods do not retry in step.
+API_BACKOFF = Backoff.doubling(1.0, 60.0, jitter=0.2)
 
 
 class Health:

@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sidecar import logs
+from sidecar import logs, progress
+from sidecar.backoff import Backoff, Retries
 from sidecar.config import Settings
 from sidecar.kube.client import KubeClient, KubeError
-from sidecar.kube.health import Backoff, Health
+from sidecar.kube.health import Health
 from sidecar.state import KubeState
 
 log = logs.get("kube.identity")
@@ -162,7 +163,8 @@ class IdentityJob:
         self.client = client
         self.health = health
         self.path: Path = settings.network_env_file
-        self.backoff = backoff or Backoff(1.0, min(30.0, settings.kube_period))
+        # Also "not complete yet" retries with it: quick at first, never slower than the period.
+        self.retries = Retries(backoff or Backoff.doubling(1.0, min(30.0, settings.kube_period), jitter=0.2))
         self._text: str | None = None
 
     async def run(self) -> None:
@@ -174,9 +176,11 @@ class IdentityJob:
             self.state.identity, self.state.identity_source = previous, "file"
             self.state.identity_written = True
             log.info("identity_kept", path=str(self.path), **previous)
+        report = progress.current()
         while True:
+            report.working("reading the Service")
             delay = await self.refresh()
-            await asyncio.sleep(delay)
+            await report.sleep(delay, "next read of the Service")
 
     async def refresh(self) -> float:
         """Read the Service once, write the file if it changed; return the seconds until the next read."""
@@ -185,7 +189,7 @@ class IdentityJob:
             node_ip = await self._node_external_ip(service)
         except KubeError as exc:
             self.health.fail("identity", exc.reason, str(exc))
-            return self.backoff.next()
+            return self.retries.failed()
         values, problems = compute(service, self.settings, node_ip)
         text = render(values, f"Service {self.client.namespace}/{self.settings.service_name}")
         if text != self._text:
@@ -193,7 +197,7 @@ class IdentityJob:
                 await asyncio.to_thread(write_atomic, self.path, text)
             except OSError as exc:
                 self.health.fail("identity", "write", f"{self.path}: {exc}", api=False)
-                return self.backoff.next()
+                return self.retries.failed()
             if values != self.state.identity or not self.state.identity_written:
                 log.info("identity_written", path=str(self.path), **values)
             self._text = text
@@ -205,8 +209,8 @@ class IdentityJob:
         else:
             self.health.ok("identity")
         if self._pending(service, values):
-            return self.backoff.next()  # e.g. the load balancer has no address yet: look again soon
-        self.backoff.reset()
+            return self.retries.failed()  # e.g. the load balancer has no address yet: look again soon
+        self.retries.reset()
         return self.settings.kube_period
 
     async def _node_external_ip(self, service: dict[str, Any]) -> str | None:

@@ -1,12 +1,15 @@
-"""The parts of the official ``kubernetes`` client the sidecar uses, imported without the rest.
+"""The parts of the official ``kubernetes`` client the kubeconfig mode uses, imported without the rest.
 
-``import kubernetes`` runs the package's ``__init__``, which imports every API and model class of
-the client (kubernetes 37: pydantic models, about 20 MB of RSS); building a ``CoreV1Api`` costs about
-20 MB more. The sidecar needs only the client's configuration loaders (in-cluster service account,
-kubeconfig with its exec and token-refresh plugins), its ``Configuration`` and its REST transport
-(urllib3 with the cluster CA and client certificates): about 2 MB, 8 MB with the kubeconfig loader.
-So this module registers the client's packages as bare namespaces and imports those modules alone.
-The code that runs is the official client's; only its package ``__init__`` files are skipped.
+In a pod the sidecar reads the service account's files itself (``transport.py``) and loads nothing
+of the official client. With ``KUBECONFIG`` it needs the client's kubeconfig loader (contexts, exec
+and token-refresh plugins, client certificates) and the ``Configuration`` it fills in. But
+``import kubernetes`` runs the package's ``__init__``, which imports every API and model class of the
+client (kubernetes 37: pydantic models, about 20 MB of RSS). So this module registers the client's
+packages as bare namespaces and imports those two modules alone: the code that runs is the official
+client's; only its package ``__init__`` files are skipped.
+
+That depends on the package's layout, so ``pyproject.toml`` bounds the version to the majors this
+was checked against, and ``tests/test_kube_client.py`` fails when the installed layout differs.
 
 When ``kubernetes`` was already imported in full (by a test or a user's plugin), the full modules are
 used as they are; an import of the full package after ours works too.
@@ -41,7 +44,7 @@ def _bare_packages() -> dict[str, types.ModuleType]:
 
 
 def module(name: str) -> Any:
-    """Import ``kubernetes.<name>`` (e.g. ``client.rest``) without the package-wide imports."""
+    """Import ``kubernetes.<name>`` (e.g. ``config.kube_config``) without the package-wide imports."""
     bare = _bare_packages()
     try:
         client: Any = sys.modules["kubernetes.client"]

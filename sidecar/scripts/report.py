@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sidecar.bus import Event
+from sidecar.events import EditsConflict, EditsHeld, ScriptsSeeded, ScriptsUpdated, SyncFailed, SyncRecovered
 from sidecar.scripts.layout import Revision
 from sidecar.scripts.workspace import Workspace, log
 
@@ -22,10 +22,9 @@ def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, se
     s.revisions_published += 1
     set_edits(ws, edits)
     s.conflict_files = []
-    kind = "scripts-seeded" if seeded or first else "scripts-updated"
-    verb = "seeded" if kind == "scripts-seeded" else "updated"
-    ws.state.bus.publish(Event(kind, f"scripts {verb} from {rev.source} at {commit[:12]}",
-                               data={"revision": commit, "source": rev.source, "path": str(rev.path)}))
+    event, verb = (ScriptsSeeded, "seeded") if seeded or first else (ScriptsUpdated, "updated")
+    ws.state.bus.publish(event(message=f"scripts {verb} from {rev.source} at {commit[:12]}",
+                               revision=commit, source=rev.source, path=str(rev.path)))
 
 
 def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
@@ -42,9 +41,9 @@ def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
 def late_conflicts(ws: Workspace, files: list[str]) -> None:
     """Edits written to the old tree during a swap conflict with the new one; the old folder is kept."""
     ws.state.scripts.conflict_files = files
-    ws.state.bus.publish(Event("edits-conflict", "edits made during an update conflict with it; they are kept in "
-                               f"the previous revision folder (files: {', '.join(files[:10])})", warning=True,
-                               data={"files": files}))
+    ws.state.bus.publish(EditsConflict(message="edits made during an update conflict with it; they are kept in "
+                                       f"the previous revision folder (files: {', '.join(files[:10])})",
+                                       files=tuple(files)))
 
 
 def set_edits(ws: Workspace, edits: list[str]) -> None:
@@ -67,25 +66,24 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
         s.consecutive_failures += 1
         s.last_sync_error = error
         if s.consecutive_failures == 1:
-            bus.publish(Event("sync-failed", f"scripts sync failing: {error}", warning=True,
-                              data={"error": error}))
+            bus.publish(SyncFailed(message=f"scripts sync failing: {error}", error=error or ""))
         log.warning("sync_failed", error=error, consecutive=s.consecutive_failures)
         return
     if s.consecutive_failures:
-        bus.publish(Event("sync-recovered", f"scripts sync recovered after {s.consecutive_failures} failures"))
+        bus.publish(SyncRecovered(message=f"scripts sync recovered after {s.consecutive_failures} failures",
+                                  failures=s.consecutive_failures))
         log.info("sync_recovered", after_failures=s.consecutive_failures)
     s.consecutive_failures = 0
     s.last_sync_error = None
     s.last_success_time = now
     if result == "conflict":
         s.conflict_files = conflicts or []
-        bus.publish(Event("edits-conflict", "local edits conflict with the upstream update; keeping the current "
-                          f"tree (files: {', '.join(s.conflict_files[:10])})", warning=True,
-                          data={"files": s.conflict_files}))
+        bus.publish(EditsConflict(message="local edits conflict with the upstream update; keeping the current "
+                                  f"tree (files: {', '.join(s.conflict_files[:10])})", files=tuple(s.conflict_files)))
         log.warning("sync_conflict", files=s.conflict_files)
     elif result == "held":
-        bus.publish(Event("edits-held", f"local edits hold an upstream update ({s.local_edits} files edited)",
-                          warning=True, data={"files": s.local_edit_files[:50]}))
+        bus.publish(EditsHeld(message=f"local edits hold an upstream update ({s.local_edits} files edited)",
+                              files=tuple(s.local_edit_files[:50])))
         log.info("sync_held", edits=s.local_edits)
     else:
         s.conflict_files = []

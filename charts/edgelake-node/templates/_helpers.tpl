@@ -45,7 +45,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Default node ports by type, as the node's own set_params.al sets them (master-operator takes the
+Default node ports by type, as the node's own set_params.al sets them (docs/checks.md; master-operator takes the
 operator's, master-publisher the publisher's); tests/test_chart.py checks TCP and REST against the
 sidecar's own defaults. The node starts a broker only when ANYLOG_BROKER_PORT is set: upstream's
 deployments run masters, operators and queries without one.

@@ -1,0 +1,1 @@
+"""The node's own policy in the network's metadata: is it registered under its stable addresses?"""

@@ -651,6 +651,7 @@ def test_prometheus_rule_passes_promtool(helm: str, tmp_path: Path) -> None:
 
 POD = f'namespace="{NAMESPACE}",pod="{FULLNAME}-0"'
 WHO = f"EdgeLake node {NAMESPACE}/{FULLNAME}-0"
+NO_METRICS = f"EdgeLake node {NAMESPACE}/{FULLNAME}: no metrics from its sidecar"
 
 
 def alert(name: str, summary: str, **labels: str) -> dict[str, Any]:
@@ -671,7 +672,7 @@ def rule_tests(names: dict[str, str], rules: dict[str, Any]) -> list[dict[str, A
             if name == "EdgeLakeSidecarMetricsAbsent":
                 labels = e["exp_labels"]  # absent() of an expression carries no labels
             # promtool compares every annotation: the description, its label references filled in.
-            description = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)],
+            description = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m, labels=labels: labels[m.group(1)],
                                  rules[name]["annotations"]["description"])
             alerts.append({"exp_labels": labels,
                            "exp_annotations": {**e["exp_annotations_subset"], "description": description}})
@@ -717,7 +718,7 @@ def rule_tests(names: dict[str, str], rules: dict[str, Any]) -> list[dict[str, A
                  alert("EdgeLakeNodePolicyDuplicates", f"{WHO}: 2 policies carry its name")),
             case("EdgeLakeSidecarMetricsAbsent", "15m"),  # down for 4m: pending
             case("EdgeLakeSidecarMetricsAbsent", "25m",
-                 alert("EdgeLakeSidecarMetricsAbsent", f"EdgeLake node {NAMESPACE}/{FULLNAME}: no metrics from its sidecar")),
+                 alert("EdgeLakeSidecarMetricsAbsent", NO_METRICS)),
         ],
     }
     gone = {  # the target vanished altogether: no series at all
@@ -725,7 +726,7 @@ def rule_tests(names: dict[str, str], rules: dict[str, Any]) -> list[dict[str, A
         "input_series": [series("node_load1", "1x30")],
         "alert_rule_test": [
             case("EdgeLakeSidecarMetricsAbsent", "15m",
-                 alert("EdgeLakeSidecarMetricsAbsent", f"EdgeLake node {NAMESPACE}/{FULLNAME}: no metrics from its sidecar")),
+                 alert("EdgeLakeSidecarMetricsAbsent", NO_METRICS)),
         ],
     }
     return [sync, node, gone]
@@ -818,8 +819,8 @@ def test_network_policy_can_restrict_egress(helm: str) -> None:
     master = {"to": [{"podSelector": {"matchLabels": {"edgelake.io/node-type": "master"}}}],
               "ports": [{"port": 32048, "protocol": "TCP"}]}
     git = {"to": [{"ipBlock": {"cidr": "140.82.112.0/20"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
-    policy = one(render(helm, {"networkPolicy": {"enabled": True, "egress": {"enabled": True, "rules": [master, git]}}}),
-                 "NetworkPolicy")["spec"]
+    values = {"networkPolicy": {"enabled": True, "egress": {"enabled": True, "rules": [master, git]}}}
+    policy = one(render(helm, values), "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     dns, *rest = policy["egress"]
     assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
@@ -856,6 +857,16 @@ BAD_VALUES = [
     ({"sidecar": {"git": {"username": "bot"}}}, "sidecar.git.username needs sidecar.git.passwordSecret.name"),
     ({"sidecar": {"httpPort": 32149}}, "sidecar.httpPort 32149 is also a node port"),
     ({"node": {"ports": {"tcp": 32149}}}, "node.ports: the TCP, REST and broker ports must differ"),
+    ({"node": {"type": "master-query"}}, "at '/node/type': value must be one of"),
+    ({"sidecar": {"git": {"knownHosts": {"value": "h ssh-ed25519 AAAA", "secret": {"name": "s"}}}}},
+     "sidecar.git.knownHosts: set one of value, configMap.name and secret.name"),
+    ({"sidecar": {"git": {"knownHosts": {"value": "h ssh-ed25519 AAAA"}, "insecureIgnoreHostKeys": True}}},
+     "sidecar.git.insecureIgnoreHostKeys contradicts sidecar.git.knownHosts"),
+    ({"podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}},
+     "podDisruptionBudget: set exactly one of minAvailable and maxUnavailable"),
+    ({"persistence": {"existingClaim": "Not_A_Name"}}, "at '/persistence/existingClaim'"),
+    ({"node": {"probes": {"liveness": {"via": "kubelet"}}}}, "at '/node/probes/liveness/via'"),
+    ({"updateStrategy": {"type": "Recreate"}}, "at '/updateStrategy/type'"),
 ]
 
 
@@ -922,7 +933,8 @@ def _sidecar_environment(docs: list[dict[str, Any]], c: dict[str, Any]) -> dict[
 
 @pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("kube", [True, False])
-def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, native: bool, kube: bool) -> None:
+def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, tmp_path: Path, native: bool,
+                                                                    kube: bool) -> None:
     """The chart and the sidecar agree: every setting the chart passes exists and has a valid value
     (a misspelt SIDECAR_* variable would be refused at start with exit code 2)."""
     from sidecar import config
@@ -930,6 +942,7 @@ def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, 
     values = {"sidecar": {"native": native, "kube": {"enabled": kube},
                           "git": {"username": "edge", "passwordSecret": {"name": "git-creds"}},
                           "syncAuth": {"tokenSecret": {"name": "sync"}}}}
+    secrets_root = tmp_path / "pod"
     for node_type in NODE_TYPES:
         values["node"] = {"type": node_type}
         docs = render(helm, values)
@@ -938,6 +951,14 @@ def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, 
         for name in roles:
             c = container(spec, name)
             env = _sidecar_environment(docs, c)
+            # The sidecar checks its credential files exist before it starts: lay them out as the
+            # Secrets' mounts do (test_secret_files_are_where_the_sidecar_reads_them checks the mounts).
+            for key, path in env.items():
+                if key.startswith("SIDECAR_") and key.endswith("_FILE") and path.startswith("/etc/"):
+                    local = secrets_root / path.lstrip("/")
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    local.write_text("from-a-secret\n")
+                    env[key] = str(local)
             settings = config.load(c["args"], env)  # raises SettingsError listing any problem
             assert settings.command == ("seed" if name == "seed-scripts" else "run")
             assert settings.enabled_checks(), "the node's ports must reach the sidecar's checks"
@@ -1073,13 +1094,16 @@ def pss_violations(spec: dict[str, Any]) -> dict[str, list[str]]:
 def test_pss_checker_catches_violations() -> None:
     """Control for the checker: a privileged, host-networked container fails both levels."""
     spec = {"hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
-            "containers": [{"name": "x", "securityContext": {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}}}]}
+            "containers": [{"name": "x", "securityContext": {"privileged": True,
+                                                             "capabilities": {"add": ["SYS_ADMIN"]}}}]}
     found = pss_violations(spec)
     assert len(found["baseline"]) == 4
-    assert {"x: allowPrivilegeEscalation", "x: runAsNonRoot", "x: seccomp", "x: capabilities"} <= set(found["restricted"])
+    restricted = {"x: allowPrivilegeEscalation", "x: runAsNonRoot", "x: seccomp", "x: capabilities"}
+    assert restricted <= set(found["restricted"])
 
 
-@pytest.mark.parametrize("values", [{}, EVERYTHING_ON, {"sidecar": {"native": False}}], ids=["default", "all", "classic"])
+@pytest.mark.parametrize("values", [{}, EVERYTHING_ON, {"sidecar": {"native": False}}],
+                         ids=["default", "all", "classic"])
 def test_pod_meets_baseline_and_restricted_but_for_the_node_user(helm: str, values: dict[str, Any]) -> None:
     """The pod meets Pod Security 'baseline'; of 'restricted' it misses only runAsNonRoot for the node
     container, whose image runs as root and writes under /app (see docs/kubernetes.md)."""
@@ -1197,7 +1221,8 @@ def test_existing_claims(helm: str) -> None:
     sts = one(docs, "StatefulSet")
     assert "volumeClaimTemplates" not in sts["spec"]
     spec = pod_spec(docs)
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in spec["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"scripts": "node-disk", "data": "node-disk", "blockchain": "node-disk", "home": "node-disk"}
     for c in (container(spec, "node"), container(spec, "sidecar")):
         for m in c["volumeMounts"]:

@@ -119,8 +119,8 @@ def test_the_pruned_environment_imports_everything_the_sidecar_uses(image: dict[
 
 def test_seed_publishes_the_fallback(image: dict[str, Any], tmp_path: Path) -> None:
     volume = writable(tmp_path / "volume")
-    result = run(image, entrypoint(image, "seed", "--fallback-dir", "/fallback", "--link", "/scripts/deployment-scripts"),
-                 volumes={volume: "/scripts", EXAMPLE_SCRIPTS: "/fallback"})
+    argv = entrypoint(image, "seed", "--fallback-dir", "/fallback", "--link", "/scripts/deployment-scripts")
+    result = run(image, argv, volumes={volume: "/scripts", EXAMPLE_SCRIPTS: "/fallback"})
     assert result.returncode == 0, result.stdout + result.stderr
     link = volume / "deployment-scripts"
     assert link.is_symlink()

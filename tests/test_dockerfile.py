@@ -291,12 +291,14 @@ def test_pruning_keeps_only_what_the_sidecar_imports(installed: dict[str, Any]) 
     site = site_packages(installed)
     client = site / "kubernetes"
     kept = sorted(str(p.relative_to(client)) for p in client.rglob("*.py"))
-    assert "client/rest.py" in kept and "config/incluster_config.py" in kept and "config/kube_config.py" in kept
+    # What the sidecar loads of the client: the kubeconfig loader and its Configuration (sidecar/kube).
+    assert "config/kube_config.py" in kept and "client/configuration.py" in kept
     assert not (client / "client" / "models").exists() and not (client / "aio").exists()
+    assert len(kept) < 20, kept
     assert not (site / "pydantic").exists() and not (site / "pydantic_core").exists()  # only the models use it
     assert (site / "urllib3").is_dir() and (site / "yaml").is_dir()  # the client's transport and kubeconfig need them
     # Compiled once at build: the image's root filesystem is read-only, so nothing compiles at start.
-    assert list((client / "client" / "__pycache__").glob("rest.cpython-*.pyc"))
+    assert list((client / "config" / "__pycache__").glob("kube_config.cpython-*.pyc"))
     assert list((site / "sidecar" / "__pycache__").glob("cli.cpython-*.pyc"))
     size = sum(p.stat().st_size for p in installed["venv"].rglob("*") if p.is_file() and not p.is_symlink())
     assert size < 60_000_000, size  # 168 MB unpruned
@@ -309,11 +311,11 @@ def test_prune_check_fails_when_a_used_module_is_missing(installed: dict[str, An
     for path in [copy, *copy.rglob("*")]:
         if not path.is_symlink():
             path.chmod(path.stat().st_mode | 0o200)
-    rest = next(copy.glob("lib/python3*/site-packages")) / "kubernetes" / "client" / "rest.py"
-    rest.unlink()
-    for cached in rest.parent.glob("__pycache__/rest.*"):
+    loader = next(copy.glob("lib/python3*/site-packages")) / "kubernetes" / "config" / "kube_config.py"
+    loader.unlink()
+    for cached in loader.parent.glob("__pycache__/kube_config.*"):
         cached.unlink()
     result = subprocess.run([str(copy / "bin" / "python"), str(ROOT / "docker" / "prune_venv.py"), "--check"],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0
-    assert "cannot import what the sidecar uses" in result.stderr and "rest" in result.stderr
+    assert "cannot import what the sidecar uses" in result.stderr and "kube_config" in result.stderr

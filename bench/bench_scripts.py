@@ -6,7 +6,10 @@
    tree) against the shell recipe (``git clone --depth 1`` into a temp folder, then ``mv``);
 2. push-to-visible latency through ``POST /sync`` and by polling at a 1 s period;
 3. a no-op sync (nothing new upstream), in process;
-4. idle footprint at a 10 s period: RSS and CPU (git children included) over a window.
+4. idle footprint at a 10 s period: RSS and CPU (git children included) over a window;
+5. carrying untracked files: a sync that carries N files a user added (in process), and a sync
+   after as many more arrived;
+6. ``POST /sync`` to visible while another process keeps writing and flushing to the same disk.
 """
 
 from __future__ import annotations
@@ -77,8 +80,33 @@ def _visible(link: Path, marker: str) -> bool:
         return False
 
 
-def bench_push_to_visible(base: Path, up: Upstream, runs: int, mode: str) -> list[float]:
-    link = base / f"visible-{mode}" / "scripts"
+WRITER = """
+import os, sys, time
+path = sys.argv[1]
+block = os.urandom(1 << 20)
+while True:
+    with open(path, "wb") as f:
+        for _ in range(16):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+"""
+
+
+def bench_push_to_visible(base: Path, up: Upstream, runs: int, mode: str, busy_disk: bool = False) -> list[float]:
+    """``mode``: ``post`` (POST /sync) or ``poll``; ``busy_disk``: another process keeps writing 16 MB
+    and flushing it on the same filesystem all along."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(base / "disk-writer.bin")]) if busy_disk else None
+    try:
+        return _push_to_visible(base, up, runs, mode)
+    finally:
+        if writer is not None:
+            writer.kill()
+            writer.wait()
+
+
+def _push_to_visible(base: Path, up: Upstream, runs: int, mode: str) -> list[float]:
+    link = base / f"visible-{mode}-{time.time_ns()}" / "scripts"
     token = base / "token"
     token.write_text("bench-token")
     period = "1" if mode == "poll" else "3600"
@@ -131,6 +159,35 @@ def bench_noop(base: Path, up: Upstream, runs: int) -> list[float]:
     return asyncio.run(main())
 
 
+def bench_carry(base: Path, files: int, runs: int) -> dict[str, list[float]]:
+    """Syncs carrying ``files`` untracked files a user added, then as many more added since."""
+    from sidecar.config import load
+    from sidecar.scripts.seed import ensure_published
+    from sidecar.scripts.sync import sync_once
+    from sidecar.scripts.workspace import Workspace
+    from sidecar.state import State
+
+    async def one(up: Upstream, link: Path, run: int, out: dict[str, list[float]]) -> None:
+        ws = Workspace.create(load(["run", "--link", str(link), "--repo", up.url], {}), State())
+        await ensure_published(ws)
+        for key in ("first", "again"):
+            for i in range(files):
+                folder = link / f"added-{key}-{i % 50}"
+                folder.mkdir(exist_ok=True)
+                (folder / f"f{i}.al").write_text(f"# {key} {i}\n")
+            up.commit({"node-deployment/main.al": f"{key} {run}\n"})
+            started = time.monotonic()
+            assert await sync_once(ws) == "ok"
+            out[key].append(time.monotonic() - started)
+        await ws.settle()
+
+    out: dict[str, list[float]] = {"first": [], "again": []}
+    for run in range(runs):
+        folder = base / f"carry-{files}-{run}"
+        asyncio.run(one(Upstream(folder), folder / "vol" / "scripts", run, out))
+    return out
+
+
 def bench_idle(base: Path, up: Upstream, seconds: float, *extra: str) -> dict[str, float]:
     link = base / f"idle{len(extra)}" / "scripts"
     sc = Sidecar(["--repo", up.url, "--link", str(link), "--period", "10", *extra], SHIPPED, command=[exe()])
@@ -156,22 +213,35 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--carry-runs", type=int, default=3)
+    parser.add_argument("--only", choices=("carry", "visible"), help="run one part only")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-scripts-"))
     try:
         up = Upstream(base, many_files(300))
         print(f"repository: {len(many_files(300))} files; python {sys.version.split()[0]}; "
               f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
-        for name, values in bench_seed(base, up, args.runs).items():
-            print(f"seed  {name:28s} {median_ms(values)}")
-        print(f"visible via POST /sync          {median_ms(bench_push_to_visible(base, up, args.runs, 'post'))}")
-        print(f"visible by polling (1 s period) {median_ms(bench_push_to_visible(base, up, args.runs, 'poll'))}")
-        print(f"no-op sync (in process)         {median_ms(bench_noop(base, up, args.runs * 2))}")
-        for extra in ((), ("--no-watch",)):
-            idle = bench_idle(base, up, args.idle_seconds, *extra)
-            print(f"idle at 10 s period over {idle['seconds']:.0f} s {' '.join(extra) or '(defaults)'}: "
-                  f"RSS {idle['rss_mb_end']:.1f} MB (max {idle['rss_mb_max']:.1f}), CPU {idle['cpu_percent']:.3f} % "
-                  f"of one core incl. git children, {idle['syncs']} syncs")
+        if args.only in (None, "visible"):
+            if args.only is None:
+                for name, values in bench_seed(base, up, args.runs).items():
+                    print(f"seed  {name:28s} {median_ms(values)}")
+            post = bench_push_to_visible(base, up, args.runs, "post")
+            print(f"visible via POST /sync            {median_ms(post)}")
+            busy = bench_push_to_visible(base, up, args.runs, "post", busy_disk=True)
+            print(f"visible via POST /sync, disk busy {median_ms(busy)}")
+        if args.only is None:
+            print(f"visible by polling (1 s period) {median_ms(bench_push_to_visible(base, up, args.runs, 'poll'))}")
+            print(f"no-op sync (in process)         {median_ms(bench_noop(base, up, args.runs * 2))}")
+        if args.only in (None, "carry"):
+            for files in (1000, 20000):
+                for key, values in bench_carry(base, files, args.carry_runs).items():
+                    print(f"sync carrying {files} added files ({key}) {median_ms(values)}")
+        if args.only is None:
+            for extra in ((), ("--no-watch",)):
+                idle = bench_idle(base, up, args.idle_seconds, *extra)
+                print(f"idle at 10 s period over {idle['seconds']:.0f} s {' '.join(extra) or '(defaults)'}: "
+                      f"RSS {idle['rss_mb_end']:.1f} MB (max {idle['rss_mb_max']:.1f}), "
+                      f"CPU {idle['cpu_percent']:.3f} % of one core incl. git children, {idle['syncs']} syncs")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -10,9 +11,10 @@ from dataclasses import dataclass
 
 from sidecar import logs, progress
 from sidecar.backoff import Backoff, Retries
-from sidecar.config import Settings
+from sidecar.config import Settings, node_type_warning
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
+from sidecar.noderest import NodeRest
 from sidecar.state import ComponentHealth, State
 
 log = logs.get("app")
@@ -96,15 +98,17 @@ def build_components(settings: Settings, state: State) -> list[Component]:
 
     # One sync: ls-remote and fetch (each bounded by --git-timeout), then the tree and file work.
     components.append(Component("scripts", SyncLoop(settings, state).run, 4 * settings.git_timeout))
+    # One client for every REST user (checks and hooks), so the node never sees two requests at once.
+    node_rest = NodeRest(settings.node_host, settings.rest_port) if settings.rest_port is not None else None
     if settings.watch:
         from sidecar.watch import Watcher
 
         # One batch: classification and a git status (bounded by --git-timeout).
         components.append(Component("watch", Watcher(settings, state).run, 2 * settings.git_timeout))
     if settings.hooks():
-        from sidecar.hooks import Hooks
+        from sidecar.hooks.component import Hooks
 
-        components.append(Component("hooks", Hooks(settings, state).run, 2 * settings.hook_timeout))
+        components.append(Component("hooks", Hooks(settings, state, node_rest).run, 2 * settings.hook_timeout))
     if settings.kube != "off":
         from sidecar.kube.jobs import kube_jobs
 
@@ -116,7 +120,8 @@ def build_components(settings: Settings, state: State) -> list[Component]:
 
         for name in settings.enabled_checks():
             spec = CheckSpec.from_settings(settings, name)
-            components.append(Component(f"check-{name}", CheckRunner(spec, state).run, 2 * spec.timeout + 1))
+            runner = CheckRunner(spec, state, client=node_rest)
+            components.append(Component(f"check-{name}", runner.run, 2 * spec.timeout + 1))
     return components
 
 
@@ -151,6 +156,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
         log.error("http_listen_failed", host=settings.http_host, port=settings.http_port, error=str(exc))
         return 1
     log.info("http_listening", host=settings.http_host, port=port)
+    warning = node_type_warning(os.environ)
+    if warning is not None:
+        log.warning("node_type_refused", detail=warning)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,16 +15,19 @@ import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
 COMMANDS = ("run", "seed", "check", "status", "version")
 
-# Default node ports by NODE_TYPE, read in the node's set_params.al (see docs/checks.md).
+# Default (TCP, REST) ports by NODE_TYPE, as the node's set_params.al picks them; any other type
+# gets the generic ports, as on the node.
 NODE_DEFAULT_PORTS: dict[str, tuple[int, int]] = {
     "master": (32048, 32049),
     "operator": (32148, 32149),
+    "master-operator": (32148, 32149),
     "publisher": (32248, 32249),
+    "master-publisher": (32248, 32249),
     "query": (32348, 32349),
 }
 GENERIC_PORTS = (32548, 32549)
@@ -87,7 +90,15 @@ def _node_home(env: Env) -> Path:
 
 
 def _default_link(env: Env) -> Path:
-    return _node_home(env) / "scripts" / "deployment-scripts"
+    return _node_home(env) / "deployment-scripts"
+
+
+def node_type_warning(env: Env) -> str | None:
+    """A warning about ``NODE_TYPE`` the node itself would refuse, or None."""
+    if env.get("NODE_TYPE", "").strip().lower() == "publisher":
+        return ("NODE_TYPE=publisher: an EdgeLake node refuses this type and stops at start (only AnyLog "
+                "runs it); use master-publisher or operator")
+    return None
 
 
 CHECK_NAMES = ("tcp", "rest", "broker")
@@ -145,7 +156,9 @@ class Settings:
     ref: str | None = opt("--ref", "optstr", None,
                           "Branch, tag or commit SHA (default: the remote's default branch).", group="scripts")
     link: Path = opt("--link", "path", _default_link,
-                     "The published symlink the node reads (default `$EDGELAKE_PATH/scripts/deployment-scripts`).",
+                     "The published symlink the node reads (default `$EDGELAKE_PATH/deployment-scripts`, else "
+                     "`$ANYLOG_PATH/deployment-scripts`, else `/app/deployment-scripts`: where the node image "
+                     "reads its scripts).",
                      env=("LOCAL_SCRIPTS",), group="scripts")
     root: Path | None = opt("--root", "optpath", None,
                             "Folder for history and revisions, a subfolder of the volume "
@@ -166,6 +179,9 @@ class Settings:
     git_timeout: float = opt("--git-timeout", "duration", 60.0,
                              "Seconds any one git command may run before its process group is killed.",
                              minimum=1, maximum=3600, group="scripts")
+    sync_timeout: float = opt("--sync-timeout", "duration", 600.0,
+                              "Seconds a whole sync (every git call and file operation in it) may run before it "
+                              "is cancelled and reported as failed.", minimum=1, maximum=86400, group="scripts")
     first_seed_timeout: float = opt("--first-seed-timeout", "duration", 30.0,
                                     "Seconds the first seed retries git before publishing the fallback folder.",
                                     minimum=0, maximum=86400, group="scripts")
@@ -191,7 +207,9 @@ class Settings:
                                              secret=True, group="scripts")
 
     # --- node checks ---------------------------------------------------------------------------
-    node_host: str = opt("--node-host", "host", "127.0.0.1", "Address of the node's ports.", group="checks")
+    node_host: str = opt("--node-host", "host", "127.0.0.1",
+                         "Address of the node's ports. When it is this host's own (the pod's), the tcp check "
+                         "reads the port's LISTEN state instead of connecting.", group="checks")
     tcp_port: int | None = opt("--tcp-port", "port", _default_tcp_port,
                                "Node TCP port; enables the tcp check (default from `NODE_TYPE`).",
                                env=("ANYLOG_SERVER_PORT",), group="checks")
@@ -201,7 +219,7 @@ class Settings:
     broker_port: int | None = opt("--broker-port", "port", None,
                                   "Node message-broker port; enables the broker check.",
                                   env=("ANYLOG_BROKER_PORT",), group="checks")
-    tcp_interval: float = opt("--tcp-interval", "duration", 30.0, "Seconds between tcp checks.", minimum=0.05,
+    tcp_interval: float = opt("--tcp-interval", "duration", 5.0, "Seconds between tcp checks.", minimum=0.05,
                               maximum=86400, group="checks")
     tcp_timeout: float = opt("--tcp-timeout", "duration", 3.0, "Connect timeout of the tcp check.", minimum=0.05,
                              maximum=600, group="checks")
@@ -213,7 +231,7 @@ class Settings:
                                      group="checks")
     tcp_initial_delay: float = opt("--tcp-initial-delay", "duration", 0.0, "Seconds before the first tcp check.",
                                    minimum=0, maximum=86400, group="checks")
-    rest_interval: float = opt("--rest-interval", "duration", 10.0, "Seconds between rest checks.", minimum=0.05,
+    rest_interval: float = opt("--rest-interval", "duration", 5.0, "Seconds between rest checks.", minimum=0.05,
                                maximum=86400, group="checks")
     rest_timeout: float = opt("--rest-timeout", "duration", 3.0, "Timeout of one rest check.", minimum=0.05,
                               maximum=600, group="checks")
@@ -225,7 +243,7 @@ class Settings:
                                       group="checks")
     rest_initial_delay: float = opt("--rest-initial-delay", "duration", 0.0, "Seconds before the first rest check.",
                                     minimum=0, maximum=86400, group="checks")
-    broker_interval: float = opt("--broker-interval", "duration", 30.0, "Seconds between broker checks.",
+    broker_interval: float = opt("--broker-interval", "duration", 5.0, "Seconds between broker checks.",
                                  minimum=0.05, maximum=86400, group="checks")
     broker_timeout: float = opt("--broker-timeout", "duration", 3.0, "Timeout of one broker check.", minimum=0.05,
                                 maximum=600, group="checks")
@@ -254,7 +272,12 @@ class Settings:
                                 minimum=0.001, maximum=60, group="hooks")
     on_change_rest: str | None = opt("--on-change-rest", "optstr", None,
                                      "REST command sent to the node when local files change; `{path}` is the "
-                                     "changed file relative to the tree (e.g. `process {path}`).", group="hooks")
+                                     "changed file's absolute path as the node sees it (e.g. `process {path}`).",
+                                     group="hooks")
+    node_scripts_path: str | None = opt("--node-scripts-path", "optstr", None,
+                                        "The published link's path as the node's container sees it, for "
+                                        "`{path}` in REST hooks (default: `--link`; the chart sets the node's "
+                                        "`LOCAL_SCRIPTS`).", group="hooks")
     on_change_exec: str | None = opt("--on-change-exec", "optstr", None,
                                      "Command run (no shell) when local files change.", group="hooks")
     on_change_webhook: str | None = opt("--on-change-webhook", "optstr", None,
@@ -333,6 +356,11 @@ class Settings:
     def revisions_root(self) -> Path:
         """The folder that holds revisions: ``--root`` or ``.sidecar`` beside the link."""
         return self.root if self.root is not None else self.link.parent / ".sidecar"
+
+    @property
+    def node_scripts(self) -> PurePosixPath:
+        """The published link as the node sees it: ``--node-scripts-path``, else ``--link``."""
+        return PurePosixPath(self.node_scripts_path if self.node_scripts_path is not None else self.link)
 
     def check(self, name: str) -> CheckSettings:
         """The settings of check ``name`` (one of ``CHECK_NAMES``) as one object."""
@@ -676,6 +704,9 @@ def _cross_checks(v: dict[str, Any]) -> list[str]:
         if url is not None and not re.match(r"^https?://[^\s/]+", url):
             problems.append(f"--{name.replace('_', '-')}: expected an http(s) URL, got {redact_url(url)!r}")
     problems.extend(_hook_checks(v))
+    node_scripts = v["node_scripts_path"]
+    if node_scripts is not None and not node_scripts.startswith("/"):
+        problems.append(f"--node-scripts-path: must be an absolute path, got {node_scripts!r}")
     if v["kube"] != "off" and v["network_env_file"] is not None and not v["service_name"]:
         problems.append("--network-env-file: needs --service-name")
     return problems

@@ -29,6 +29,9 @@ class Kind(StrEnum):
     FILES_CHANGED = "files-changed"
     CHECK_DOWN = "check-down"
     CHECK_UP = "check-up"
+    NODE_LIVEZ_FAILING = "node-livez-failing"
+    NODE_LIVEZ_OK = "node-livez-ok"
+    HOOK_REFUSED = "hook-refused"
     POLICY_DRIFT = "policy-drift"
     DUPLICATE_POLICIES = "duplicate-policies"
     POLICY_MATCHES = "policy-matches"
@@ -136,6 +139,35 @@ class CheckUp(Event):
 
     kind = Kind.CHECK_UP
     check: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeLivezFailing(Event):
+    """``/node/livez`` turned 503: the rest check has failed for ``--node-livez-after`` seconds."""
+
+    kind = Kind.NODE_LIVEZ_FAILING
+    warning = True
+    reason: str  # e.g. "refused for 120 s (limit 120 s)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeLivezOk(Event):
+    """``/node/livez`` passes again."""
+
+    kind = Kind.NODE_LIVEZ_OK
+
+
+# --- hooks -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class HookRefused(Event):
+    """The receiver refused a hook's request often enough that the trigger was dropped until the next."""
+
+    kind = Kind.HOOK_REFUSED
+    warning = True
+    hook: str  # e.g. change-rest
+    error: str
 
 
 # --- the node's policy -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from sidecar.config import Settings
-from sidecar.state import State
+from sidecar.state import CheckState, State
 
 
 @dataclass(frozen=True)
@@ -69,19 +69,23 @@ def policy_part(state: State) -> Part:
 
 
 def node_liveness(settings: Settings, state: State) -> Part:
-    """``/node/livez``: fails only once the rest check has failed for ``--node-livez-after`` seconds.
+    """``/node/livez``: fails only once the rest check has failed for ``--node-livez-after`` seconds."""
+    return node_liveness_part(state.checks.get("rest"), settings.node_livez_after)
+
+
+def node_liveness_part(check: CheckState | None, after: float) -> Part:
+    """The ``/node/livez`` verdict from the rest check's state.
 
     Passes when no rest check is configured, before the first result and whenever the last result
     was a success; thresholds do not matter here, only how long the failures have lasted.
     """
-    check = state.checks.get("rest")
     if check is None or check.failing_since_monotonic is None:
         return Part("node-rest", True)
     failing_for = time.monotonic() - check.failing_since_monotonic
-    if failing_for < settings.node_livez_after:
+    if failing_for < after:
         return Part("node-rest", True)
     last = check.last.reason if check.last is not None else "failing"
-    return Part("node-rest", False, f"{last} for {failing_for:.0f} s (limit {settings.node_livez_after:g} s)")
+    return Part("node-rest", False, f"{last} for {failing_for:.0f} s (limit {after:g} s)")
 
 
 def all_ok(parts: list[Part]) -> bool:

@@ -149,6 +149,8 @@ class StateCollector:
                      len(sc.conflict_files))
         yield CounterMetricFamily(PREFIX + "scripts_revisions_published", "Revisions published since start.",
                                   value=sc.revisions_published)
+        yield CounterMetricFamily(PREFIX + "scripts_cleanup_failures", "Failed removals of old revision folders.",
+                                  value=sc.cleanup_failures)
 
     def _watch_and_hooks(self) -> Iterator[Metric]:
         w = self.state.watch

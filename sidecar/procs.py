@@ -45,6 +45,23 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's own protocol, plus a future for the child's exit.
+
+    ``Process.wait()`` (Python 3.11) returns only once every pipe is closed too, and a grandchild
+    holding them (a daemon a hook started) would keep it waiting until the timeout.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
 def kill_group(pid: int) -> None:
     """SIGKILL a process group, ignoring one that is already gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -64,7 +81,9 @@ async def run(
 
     Cancelling the awaiting task kills the group too, so shutdown never leaves children behind.
     """
-    proc = await asyncio.create_subprocess_exec(
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _Protocol(loop),
         *argv,
         cwd=cwd,
         env=dict(env) if env is not None else None,
@@ -73,15 +92,26 @@ async def run(
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
 
     async def communicate() -> tuple[bytes, bytes]:
-        if stdin is not None and proc.stdin is not None:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                proc.stdin.write(stdin)
-                await proc.stdin.drain()
-            proc.stdin.close()
-        out, err = await asyncio.gather(_read_capped(proc.stdout, cap), _read_capped(proc.stderr, cap))
-        await proc.wait()
+        readers = asyncio.gather(_read_capped(proc.stdout, cap), _read_capped(proc.stderr, cap))
+        try:
+            if stdin is not None and proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    proc.stdin.write(stdin)
+                    await proc.stdin.drain()
+                proc.stdin.close()
+            await protocol.exited
+            # A grandchild left in the group (a daemon a hook started) may hold the pipes open, and the
+            # output would never end: once the child has exited, its group goes, then the rest is read.
+            kill_group(proc.pid)
+            out, err = await readers
+            await proc.wait()
+        finally:
+            if not readers.done():  # timed out or cancelled: the readers go, their end is collected
+                readers.cancel()
+                readers.add_done_callback(lambda f: f.cancelled() or f.exception())
         return out, err
 
     try:
@@ -96,6 +126,4 @@ async def run(
         with contextlib.suppress(Exception):
             await asyncio.shield(asyncio.wait_for(proc.wait(), 5))
         raise
-    # A child may leave grandchildren in its group (git's helpers): never let them linger.
-    kill_group(proc.pid)
     return ProcResult(proc.returncode if proc.returncode is not None else -1, out, err)

@@ -73,6 +73,8 @@ class ScriptsState:
     """Written by scripts/ (seed and sync)."""
 
     published: bool = False
+    # Set together with ``published`` the first time: the node checks wait on it.
+    published_event: asyncio.Event = field(default_factory=asyncio.Event)
     source: str | None = None  # git | fallback | adopted
     ref: str | None = None
     revision: str | None = None
@@ -90,6 +92,8 @@ class ScriptsState:
     syncs: Counter[str] = field(default_factory=Counter)
     sync_duration: Histogram = field(default_factory=Histogram)
     revisions_published: int = 0
+    cleanup_failures: int = 0  # old revision folders that could not be removed (attempts)
+    last_cleanup_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The ``/status`` view."""
@@ -109,6 +113,8 @@ class ScriptsState:
             "local_edit_files": self.local_edit_files[:100],
             "conflict_files": self.conflict_files,
             "syncs": dict(self.syncs),
+            "cleanup_failures": self.cleanup_failures,
+            "last_cleanup_error": self.last_cleanup_error,
         }
 
 
@@ -194,11 +200,11 @@ class WatchState:
 
 @dataclass
 class HookState:
-    """Written by hooks.py, one per configured hook (named ``<trigger>-<action>``, e.g. ``change-rest``)."""
+    """Written by hooks/runner.py, one per configured hook (named ``<trigger>-<action>``, e.g. ``change-rest``)."""
 
     name: str
     triggers: int = 0  # triggers received; runs stay far fewer because pending triggers coalesce
-    runs: Counter[str] = field(default_factory=Counter)  # ok | error | timeout | skipped
+    runs: Counter[str] = field(default_factory=Counter)  # ok | error | timeout | refused | skipped
     duration: Histogram = field(default_factory=Histogram)
     last_result: str | None = None
     last_error: str | None = None
@@ -206,6 +212,7 @@ class HookState:
     consecutive_failures: int = 0
     next_retry_time: float | None = None  # set while a failed run waits out its backoff
     pending: bool = False
+    stopped: bool = False  # the last trigger was refused too often and dropped; waits for the next
 
     def as_dict(self) -> dict[str, Any]:
         """The ``/status`` view."""
@@ -218,6 +225,7 @@ class HookState:
             "consecutive_failures": self.consecutive_failures,
             "next_retry_time": _iso(self.next_retry_time),
             "pending": self.pending,
+            "stopped": self.stopped,
         }
 
 

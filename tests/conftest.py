@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.fakenode import FakeNode
+
 if TYPE_CHECKING:
     from fakekube import FakeKube
 
@@ -207,3 +209,10 @@ def mosquitto(tmp_path: Path) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def node() -> Iterator[FakeNode]:
+    """The stand-in EdgeLake node (tests/fakenode.py) on free loopback ports, named ``el-test``."""
+    with FakeNode("el-test") as fake:
+        yield fake

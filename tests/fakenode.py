@@ -1,16 +1,24 @@
-"""A stand-in EdgeLake node for tests and benches, built on the measured facts (docs/checks.md).
+"""A stand-in EdgeLake node for tests and benches, built on what the real node was measured to do.
 
-Blocking sockets and threads, like the node itself:
+Blocking sockets and threads, like the node itself. The three servers share the node's two logs
+(``node.log``): an event log (a ring of 100 entries) and an error log (a ring of 20, where the same
+text twice in a row only bumps the entry's count). ``event_added`` and ``error_added`` count every
+line ever added, so a test or bench can measure what a client costs the node.
 
-- REST: a pool of 5 worker threads reading requests with no timeout. ``User-Agent: AnyLog/...``
-  is required (else a command is a ping: 200, chunked, no body); every answer says
+- REST: a pool of 5 worker threads reading requests with no timeout. ``GET /health`` answers
+  ``{"status": "healthy", ...}`` and logs nothing. A command needs ``User-Agent: AnyLog/...`` (else
+  it is a ping: 200, chunked, no body) and the method of the node's method table (else 400,
+  ``err_code`` 156, and an error-log line). Every command that succeeds adds ``(ok) <command>`` to
+  the event log. ``process <absolute path>`` reads the file and sets the variables it assigns
+  (``name = value`` lines), readable with ``get !name``; a relative path or a missing file is
+  refused with 400. ``get event log`` and ``get error log`` answer the logs. Every answer says
   ``Connection: close``; an unknown command gets 400 with a JSON reason phrase and a body that
-  claims chunked encoding without chunk framing; ``HEAD`` gets 501; a wrong method 400 JSON.
+  claims chunked encoding without chunk framing; ``HEAD`` gets 501.
 - TCP: listen backlog 5, 6 workers reading a 2,048-byte frame with no timeout; a connection closed
-  before any data adds ``Peer closed (...) before data`` to a 100-entry event log, a short frame an
-  error line; ``log_lines`` counts every line ever added.
+  before any data adds ``Peer closed (...) before data`` to the event log, a reset adds an error
+  line too, a short frame an error line.
 - Broker: CONNACK ``20 02 00 00`` only when a CONNECT arrives in a segment of its own; CONNECT with
-  DISCONNECT in one segment and a lone PINGREQ get no answer.
+  DISCONNECT in one segment and a lone PINGREQ get no answer; a reset adds an event and an error line.
 
 Each server counts the connections open at once (from accept until either side closes), so tests
 can assert the sidecar never holds more than one REST connection. ``mode`` switches behaviour live:
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import queue
 import select
 import signal
@@ -40,6 +49,74 @@ TCP_WORKERS = 6
 BACKLOG = 5
 FRAME = 2048
 EVENT_LOG_SIZE = 100
+ERROR_LOG_SIZE = 20
+WRONG_METHOD = 156
+KNOWN_PRODUCTS = ("anylog", "grafana", "curl")
+
+# The node's method table: the first words of a command and the method(s) it takes; a command whose
+# words are not here takes POST (written from the node's own table, independently of the sidecar's).
+NODE_METHODS = {
+    "sql": "get*post", "print": "get*post", "wait": "get*post", "subprocess": "get*post",
+    "help": "get", "get": "get", "test": "get", "blockchain get": "get", "blockchain read": "get",
+    "blockchain drop": "post", "query status": "get", "query explain": "get", "query destination": "get",
+    "analyze output": "get", "time file get": "get", "time file summary": "get", "job status": "get",
+    "job active": "get", "job run": "post", "job stop": "post", "file get": "get", "file retrieve": "get",
+    "file to": "get", "file from": "get",
+}
+
+
+def method_accepted(method: str, command: str) -> tuple[bool, str]:
+    """``(accepted, key)`` as the node decides it: two and three words are looked up before one."""
+    words = command.split()
+    method = method.lower()
+    if len(words) == 1:
+        key = words[0]
+        return NODE_METHODS.get(key) == method, key
+    if not words:
+        return False, "Command not provided"
+    key = f"{words[0]} {words[1]}".lower()
+    if key in NODE_METHODS:
+        if NODE_METHODS[key] == method:
+            return True, key
+    elif len(words) >= 3 and f"{key} {words[2].lower()}" in NODE_METHODS:
+        key = f"{key} {words[2].lower()}"
+        if NODE_METHODS[key] == method:
+            return True, key
+    key = words[0].lower()
+    if key in NODE_METHODS:
+        return method in NODE_METHODS[key].split("*"), key
+    return method == "post", key
+
+
+class NodeLog:
+    """The node's event log and error log, shared by its servers."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: collections.deque[str] = collections.deque(maxlen=EVENT_LOG_SIZE)
+        self.errors: collections.deque[list[Any]] = collections.deque(maxlen=ERROR_LOG_SIZE)  # [text, count]
+        self.event_added = 0
+        self.error_added = 0
+
+    def event(self, line: str) -> None:
+        """Add one event-log line."""
+        with self.lock:
+            self.events.append(line)
+            self.event_added += 1
+
+    def error(self, line: str) -> None:
+        """Add one error-log line (the same text as the last entry only bumps its count)."""
+        with self.lock:
+            self.error_added += 1
+            if self.errors and self.errors[-1][0] == line:
+                self.errors[-1][1] += 1
+            else:
+                self.errors.append([line, 1])
+
+    def error_lines(self) -> list[str]:
+        """The error log as text lines."""
+        with self.lock:
+            return [text if count == 1 else f"{text} (x{count})" for text, count in self.errors]
 
 
 class _Server:
@@ -48,7 +125,8 @@ class _Server:
     workers = 1
     name = "server"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, log: NodeLog, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.log = log
         self.host = host
         self.port = port
         self.mode = "ok"
@@ -62,6 +140,7 @@ class _Server:
         self._stopped = threading.Event()
         self._queue: queue.Queue[socket.socket | None] = queue.Queue()
         self._conns: set[socket.socket] = set()
+        self._resets: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -146,8 +225,28 @@ class _Server:
                 self._conns.add(conn)
                 # Held by clients right now: a connection its client already closed (a worker pinned by
                 # a hanging mode notices a moment later) does not count against the client.
-                self.max_open = max(self.max_open, sum(1 for c in self._conns if not _peer_gone(c)))
+                self.max_open = max(self.max_open, sum(1 for c in self._conns if not self._peer_gone(c)))
             self._queue.put(conn)
+
+    def _peer_gone(self, conn: socket.socket) -> bool:
+        """True when the client has closed its end (EOF waiting to be read)."""
+        try:
+            return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except ConnectionResetError:
+            self._resets.add(conn)  # the peek consumed the error: the worker must still see the reset
+            return True
+        except OSError:
+            return True
+
+    def recv(self, conn: socket.socket, size: int) -> bytes:
+        """``conn.recv``, raising ConnectionResetError for a reset the accept loop's peek already consumed."""
+        with self.lock:
+            if conn in self._resets:
+                self._resets.discard(conn)
+                raise ConnectionResetError("connection reset by peer")
+        return conn.recv(size)
 
     def _worker(self) -> None:
         while True:
@@ -164,6 +263,7 @@ class _Server:
                 with self.lock:
                     self.open_now -= 1
                     self._conns.discard(conn)
+                    self._resets.discard(conn)
                 conn.close()
 
     def hold(self, conn: socket.socket) -> None:
@@ -187,14 +287,14 @@ class _Server:
         raise NotImplementedError
 
 
-def _peer_gone(conn: socket.socket) -> bool:
-    """True when the client has closed its end (EOF waiting to be read)."""
+
+
+def _peer(conn: socket.socket) -> str:
+    """``host:port`` of the client (a client that already reset the connection has none)."""
     try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
+        return "{}:{}".format(*conn.getpeername()[:2])
     except OSError:
-        return True
+        return "unknown peer"
 
 
 def _read_head(conn: socket.socket) -> bytes | None:
@@ -213,19 +313,24 @@ class RestServer(_Server):
     workers = REST_WORKERS
     name = "rest"
 
-    def __init__(self, node_name: str, tcp_address: str, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(host, port)
+    def __init__(self, log: NodeLog, node_name: str, tcp_address: str, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        super().__init__(log, host, port)
         self.node_name = node_name
         self.tcp_address = tcp_address
-        self.commands: collections.Counter[str] = collections.Counter()
+        self.commands: collections.Counter[str] = collections.Counter()  # every command received
+        self.processed: list[str] = []  # files ``process`` read, in order
+        self.variables: dict[str, str] = {}
         self.pings = 0  # command headers sent without the AnyLog user agent
+        self.health_checks = 0
 
     def serve(self, conn: socket.socket) -> None:
         head = _read_head(conn)
         if head is None:
             return
         lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-        method = lines[0].split(" ")[0]
+        method, _, rest = lines[0].partition(" ")
+        path = rest.split(" ")[0]
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
         if self.misbehave(conn, b"\x00\xffthis is not HTTP\r\n\r\n"):
             return
@@ -238,67 +343,124 @@ class RestServer(_Server):
             return
         if method == "HEAD":
             conn.sendall(b"HTTP/1.1 501 Unsupported method ('HEAD')\r\nConnection: close\r\n\r\n")
+            self.log.event("Server received a non-supported REST request (HEAD)")
+            self.log.error("Server received a non-supported REST request (HEAD)")
             return
         if method not in ("GET", "POST"):
             self._send(conn, 400, "Bad Request", json.dumps({"err_code": 156, "err_text": "Wrong method"}))
             return
-        command = headers.get("command", "")
-        if not headers.get("user-agent", "").startswith("AnyLog/"):
-            self.pings += 1  # the node treats it as a ping: chunked, and no body at all
-            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-            return
-        self.commands[command] += 1
         if mode == "bad-status":
             self._send(conn, 500, "Internal Server Error", "Internal error")
-        elif command == "get status":
-            state = "not running" if mode == "not-running" else "running"
-            self._send(conn, 200, "OK", f"{self.node_name}@{self.tcp_address} {state}")
-        elif command == "get status where format = json":
-            self._send(conn, 200, "OK", json.dumps({"assigned_name": self.node_name, "status": "running",
-                                                    "profiling": False}))
-        elif command in ("get version", "get processes", "get connections") or command.startswith("process "):
-            self._send(conn, 200, "OK", f"{command}: fake answer")
-        else:
+            return
+        command = headers.get("command", "")
+        agent = headers.get("user-agent", "")
+        # The node answers a path only to a request that names no command and no product it knows
+        # (curl counts as AnyLog, with a default command of get status).
+        product = agent.partition("/")[0].strip().lower()
+        if method == "GET" and path.startswith("/health") and not command and product not in KNOWN_PRODUCTS:
+            with self.lock:
+                self.health_checks += 1
+            self._send(conn, 200, "OK", json.dumps({"status": "healthy", "service": "anylog-rest-server",
+                                                    "timestamp": time.time()}), "application/json")
+            return
+        if not agent.startswith("AnyLog/") or not command:
+            self.pings += "command" in headers  # the node treats it as a ping: chunked, and no body at all
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            return
+        with self.lock:
+            self.commands[command] += 1
+        accepted, key = method_accepted(method, command)
+        if not accepted:
+            self.log.error(f"Wrong HTTP method ({method}) used with AnyLog command: '{key}'")
+            self._send(conn, 400, "Bad Request", json.dumps({"method": method.lower(), "err_code": WRONG_METHOD,
+                                                             "err_text": "Wrong HTTP method used"}))
+            return
+        answer = self.execute(command, mode)
+        if answer is None:
             reason = json.dumps({"err_code": 6, "err_text": f"Unknown command: {command}"})
+            self.log.error(f"Unknown command: {command}")
             conn.sendall(f"HTTP/1.1 400 {reason}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                          f"{reason}".encode())
+            return
+        status, body = answer
+        self._send(conn, status, "OK" if status == 200 else "Bad Request", body)
+        if status == 200:
+            self.log.event(f"(ok) {command}")
+
+    def execute(self, command: str, mode: str) -> tuple[int, str] | None:
+        """Run an accepted command: ``(status, body)``, or None when the node does not know it."""
+        if command == "get status":
+            state = "not running" if mode == "not-running" else "running"
+            return 200, f"{self.node_name}@{self.tcp_address} {state}"
+        if command == "get status where format = json":
+            return 200, json.dumps({"assigned_name": self.node_name, "status": "running", "profiling": False})
+        if command in ("get version", "get processes", "get connections"):
+            return 200, f"{command}: fake answer"
+        if command == "get event log":
+            with self.log.lock:
+                return 200, "\n".join(self.log.events)
+        if command == "get error log":
+            return 200, "\n".join(self.log.error_lines())
+        if command.startswith("get !"):
+            with self.lock:
+                return 200, self.variables.get(command[5:].strip(), "")
+        if command.startswith("process "):
+            return self.process(command[8:].strip())
+        return None
+
+    def process(self, path: str) -> tuple[int, str]:
+        """``process <file>``: an absolute path the node can open; sets the variables the file assigns."""
+        failed = json.dumps({"err_code": 26, "err_text": "Failed to read script",
+                             "local_msg": f"Missing script file: {path}"})
+        if not os.path.isabs(path):
+            self.log.error(f"Failed to read script: {path}")
+            return 400, failed
+        try:
+            with open(path, encoding="utf-8", errors="replace") as script:
+                text = script.read()
+        except OSError:
+            self.log.error(f"Failed to read script: {path}")
+            return 400, failed
+        assigned = {}
+        for line in text.splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name.strip().isidentifier() and not line.lstrip().startswith("#"):
+                assigned[name.strip()] = value.strip()
+        with self.lock:
+            self.variables.update(assigned)
+            self.processed.append(path)
+        return 200, ""
 
     @staticmethod
-    def _send(conn: socket.socket, status: int, phrase: str, body: str) -> None:
+    def _send(conn: socket.socket, status: int, phrase: str, body: str, kind: str = "text/plain") -> None:
         data = body.encode()
-        conn.sendall(f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\nContent-Length: {len(data)}\r\n"
+        conn.sendall(f"HTTP/1.1 {status} {phrase}\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
                      f"Connection: close\r\n\r\n".encode() + data)
 
 
 class TcpServer(_Server):
-    """The node's TCP server: 2,048-byte frames, and an event log that empty connections fill."""
+    """The node's TCP server: 2,048-byte frames; empty connections and short frames leave log lines."""
 
     workers = TCP_WORKERS
     name = "tcp"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(host, port)
-        self.event_log: collections.deque[str] = collections.deque(maxlen=EVENT_LOG_SIZE)
-        self.log_lines = 0
-
-    def _log(self, line: str) -> None:
-        with self.lock:
-            self.event_log.append(line)
-            self.log_lines += 1
-
     def serve(self, conn: socket.socket) -> None:
-        host, port = conn.getpeername()[:2]
-        peer = f"{host}:{port}"
+        peer = _peer(conn)
         data = b""
-        while len(data) < FRAME:
-            chunk = conn.recv(FRAME - len(data))  # no timeout, like the node
-            if not chunk:
-                break
-            data += chunk
+        try:
+            while len(data) < FRAME:
+                chunk = self.recv(conn, FRAME - len(data))  # no timeout, like the node
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            self.log.event(f"Info: Peer closed ({peer}) before data")
+            self.log.error(f"Socket error with peer {peer}: connection reset")
+            return
         if not data:
-            self._log(f"Info: Peer closed ({peer}) before data")
+            self.log.event(f"Info: Peer closed ({peer}) before data")
         elif len(data) < FRAME:
-            self._log(f"Error: Incomplete message from {peer}: {len(data)} bytes")
+            self.log.error(f"Incomplete message from {peer}: {len(data)} bytes")
 
 
 class BrokerServer(_Server):
@@ -307,13 +469,21 @@ class BrokerServer(_Server):
     workers = 16
     name = "broker"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(host, port)
+    def __init__(self, log: NodeLog, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(log, host, port)
         self.connacks = 0
         self.disconnects = 0
 
     def serve(self, conn: socket.socket) -> None:
-        segment = conn.recv(4096)
+        peer = _peer(conn)
+        try:
+            self._serve(conn)
+        except ConnectionResetError:
+            self.log.event(f"MQTT client ({peer}) disconnected")
+            self.log.error(f"MQTT socket error ({peer}): connection reset")
+
+    def _serve(self, conn: socket.socket) -> None:
+        segment = self.recv(conn, 4096)
         if not segment:
             return
         if self.misbehave(conn, b"HTTP/1.1 400 Bad Request\r\n\r\n"):
@@ -356,14 +526,15 @@ def _split_packets(data: bytes) -> list[bytes]:
 
 
 class FakeNode:
-    """The three servers of one node."""
+    """The three servers of one node, sharing its logs."""
 
     def __init__(self, name: str = "el-fake", host: str = "127.0.0.1", tcp_port: int = 0, rest_port: int = 0,
                  broker_port: int = 0) -> None:
-        self.tcp = TcpServer(host, tcp_port)
+        self.log = NodeLog()
+        self.tcp = TcpServer(self.log, host, tcp_port)
         self.tcp.start()
-        self.rest = RestServer(name, f"{host}:{self.tcp.port}", host, rest_port)
-        self.broker = BrokerServer(host, broker_port)
+        self.rest = RestServer(self.log, name, f"{host}:{self.tcp.port}", host, rest_port)
+        self.broker = BrokerServer(self.log, host, broker_port)
         self.rest.start()
         self.broker.start()
 
@@ -371,6 +542,20 @@ class FakeNode:
         """Stop every server."""
         for server in (self.rest, self.tcp, self.broker):
             server.stop()
+
+    def counters(self) -> dict[str, Any]:
+        """What the node has seen so far: connections, log lines, commands."""
+        servers = {"tcp": self.tcp, "rest": self.rest, "broker": self.broker}
+        return {
+            "connections": {k: v.accepted for k, v in servers.items()},
+            "max_open": {k: v.max_open for k, v in servers.items()},
+            "event_log_lines": self.log.event_added,
+            "error_log_lines": self.log.error_added,
+            "event_log": list(self.log.events),
+            "error_log": self.log.error_lines(),
+            "rest_commands": dict(self.rest.commands),
+            "rest_health_checks": self.rest.health_checks,
+        }
 
     def __enter__(self) -> FakeNode:
         return self
@@ -395,13 +580,7 @@ def main() -> None:
     done.wait()
     elapsed = time.monotonic() - start
     node.stop()
-    print(json.dumps({
-        "seconds": round(elapsed, 1),
-        "connections": {"tcp": node.tcp.accepted, "rest": node.rest.accepted, "broker": node.broker.accepted},
-        "max_open": {"tcp": node.tcp.max_open, "rest": node.rest.max_open, "broker": node.broker.max_open},
-        "tcp_event_log_lines": node.tcp.log_lines,
-        "rest_commands": dict(node.rest.commands),
-    }), flush=True)
+    print(json.dumps({"seconds": round(elapsed, 1), **node.counters()}), flush=True)
 
 
 if __name__ == "__main__":

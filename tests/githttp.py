@@ -39,8 +39,12 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def smart_http(project_root: Path, work: Path, user: str, password: str) -> Iterator[str]:
-    """Serve ``project_root`` over HTTP with basic auth; yield the base URL."""
+def smart_http(project_root: Path, work: Path, user: str, password: str, rate: str | None = None) -> Iterator[str]:
+    """Serve ``project_root`` over HTTP with basic auth; yield the base URL.
+
+    ``rate`` (nginx ``limit_rate``, e.g. ``64k``) slows every answer down, so a fetch lasts long
+    enough to be looked at while it runs.
+    """
     nginx = require_tool("nginx")
     fcgiwrap = require_tool("fcgiwrap")
     if not Path(BACKEND).exists():
@@ -69,6 +73,7 @@ http {{
       auth_basic "git";
       auth_basic_user_file {work}/htpasswd;
       client_max_body_size 0;
+      {f"limit_rate {rate};" if rate else ""}
       fastcgi_pass unix:{sock};
       fastcgi_param SCRIPT_FILENAME {BACKEND};
       fastcgi_param GIT_PROJECT_ROOT {project_root};
@@ -175,5 +180,25 @@ PidFile {work}/sshd.pid
             time.sleep(0.05)
         pub = (work / "host_ed25519.pub").read_text().split()
         yield port, f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n"
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def git_daemon(base_path: Path) -> Iterator[str]:
+    """``git daemon`` serving every repository under ``base_path`` read-only on loopback; yields
+    ``git://127.0.0.1:PORT`` (a remote that is not the local file protocol)."""
+    daemon = require_tool("git-daemon", "/usr/lib/git-core")
+    port = free_port()
+    proc = subprocess.Popen([daemon, "--reuseaddr", "--export-all", "--listen=127.0.0.1", f"--port={port}",
+                             f"--base-path={base_path}", str(base_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        yield f"git://127.0.0.1:{port}"
     finally:
         stop(proc)

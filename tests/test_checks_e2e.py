@@ -18,7 +18,7 @@ FALLBACK = str(ROOT / "examples" / "deployment-scripts")
 
 @pytest.fixture
 def node() -> Iterator[FakeNode]:
-    with FakeNode("el-e2e") as fake:
+    with FakeNode("el-test") as fake:
         yield fake
 
 
@@ -38,7 +38,7 @@ def test_probes_follow_the_node(node: FakeNode, tmp_path: Path, sidecar_factory:
     assert sc.get("/node/livez")[0] == 200
     checks = sc.status()["checks"]
     assert {name: c["up"] for name, c in checks.items()} == {"tcp": True, "rest": True, "broker": True}
-    assert checks["rest"]["node_name"] == f"el-e2e@127.0.0.1:{node.tcp.port}"
+    assert checks["rest"]["node_name"] == f"el-test@127.0.0.1:{node.tcp.port}"
     assert checks["tcp"]["recent"][0]["reason"] == "ok"
 
     node.rest.close()
@@ -60,6 +60,25 @@ def test_probes_follow_the_node(node: FakeNode, tmp_path: Path, sidecar_factory:
     assert node.rest.max_open == 1 and node.rest.pings == 0
     events = [json.loads(line) for line in sc.output().splitlines() if line.startswith("{")]
     assert [e["check"] for e in events if e["event"] == "check_down"] == ["rest"]
+    assert [e["event"] for e in events if e["event"].startswith("node_livez")] == ["node_livez_failing",
+                                                                                  "node_livez_ok"]
+
+
+def test_default_checks_leave_the_node_logs_alone(node: FakeNode, tmp_path: Path, sidecar_factory: Any) -> None:
+    """With default check settings the node's error log gets nothing, its event log one line at start."""
+    sc = sidecar_factory(["--fallback-dir", FALLBACK, "--link", str(tmp_path / "vol" / "scripts"),
+                          "--tcp-port", str(node.tcp.port), "--rest-port", str(node.rest.port),
+                          "--broker-port", str(node.broker.port)])
+    sc.wait_for(lambda: sc.get("/readyz")[0] == 200, what="ready")
+
+    def runs() -> dict[str, int]:
+        return {name: sum(c["results"].values()) for name, c in sc.status()["checks"].items()}
+
+    sc.wait_for(lambda: min(runs().values()) >= 4, timeout=60, what="each check to run four times")
+    assert list(node.log.events) == ["(ok) get status"]  # the node's name, learned once
+    assert node.log.error_added == 0
+    assert node.tcp.accepted == 0  # the tcp check read the LISTEN state: no connection at all
+    assert sc.status()["checks"]["rest"]["node_name"] == f"el-test@127.0.0.1:{node.tcp.port}"
 
 
 def test_broker_check_against_mosquitto(mosquitto: int, tmp_path: Path, sidecar_factory: Any) -> None:
@@ -82,7 +101,7 @@ def test_check_command(node: FakeNode) -> None:
         ["rest", f"127.0.0.1:{node.rest.port}", "ok", "ok"],
         ["broker", f"127.0.0.1:{node.broker.port}", "ok", "ok"],
     ]
-    assert f"el-e2e@127.0.0.1:{node.tcp.port}" in lines[2]
+    assert f"el-test@127.0.0.1:{node.tcp.port}" in lines[2]
 
     node.broker.close()
     done = cli(["check", *ports])

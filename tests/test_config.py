@@ -49,7 +49,7 @@ def test_relative_folders_are_taken_from_the_working_directory() -> None:
 
 def test_edgelake_path_sets_default_link() -> None:
     s = load(["run", "--fallback-dir", FALLBACK], {"EDGELAKE_PATH": "/opt/el"})
-    assert s.link == Path("/opt/el/scripts/deployment-scripts")
+    assert s.link == Path("/opt/el/deployment-scripts")
 
 
 def test_secrets_are_redacted_in_the_status_view(tmp_path: Path) -> None:

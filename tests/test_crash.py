@@ -61,8 +61,9 @@ def _check_consistent(link: Path, upstream: Upstream, commits: dict[str, dict[st
 
 def _check_clean(link: Path) -> None:
     root = link.parent / ".sidecar"
-    assert not list((root / "tmp").iterdir()), "scratch must be emptied"
     revs = [p for p in (root / "revs").iterdir() if p.is_dir()]
+    scratch = sorted(p.name for p in (root / "tmp").iterdir())
+    assert set(scratch) <= {f"index-{r.name}" for r in revs}, f"only snapshot indexes may stay: {scratch}"
     assert len(revs) <= 2, f"only the current and previous revisions may remain: {revs}"
     markers = list((root / "revs").glob("*.ok"))
     assert {m.name[:-3] for m in markers} == {r.name for r in revs}

@@ -16,12 +16,15 @@ from aiohttp import web
 
 from sidecar import config
 from sidecar.config import Settings
-from sidecar.events import ScriptsSeeded, ScriptsUpdated
-from sidecar.hooks import Hooks
+from sidecar.events import Event, HookRefused, ScriptsSeeded, ScriptsUpdated
+from sidecar.hooks.component import Hooks
+from sidecar.hooks.runner import REFUSED_ATTEMPTS
+from sidecar.noderest import NodeRest
 from sidecar.state import HookState, State
 from sidecar.watch import Watcher
 from tests.conftest import ROOT, sidecar_env
-from tests.helpers import running
+from tests.fakenode import FakeNode
+from tests.helpers import gone, running
 from tests.published import Published, eventually, in_other_process
 
 pytestmark = pytest.mark.timeout(180)
@@ -37,35 +40,6 @@ BURST = (
     "    open(f'{folder}/f{i % files:04d}.al', 'a').write(f'{i}\\n')\n"
     "    if pause and i % 200 == 199:\n"
     "        time.sleep(pause)\n")
-
-
-class RestStandIn:
-    """Enough of the node's REST server: records each ``command`` header, answers 200 or hangs."""
-
-    def __init__(self) -> None:
-        self.commands: list[str] = []
-        self.hang = False
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        for line in head.decode().split("\r\n"):
-            name, _, value = line.partition(":")
-            if name.lower() == "command":
-                self.commands.append(value.strip())
-        if self.hang:
-            await asyncio.sleep(3600)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        await writer.drain()
-        writer.close()
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
 
 
 class WebhookReceiver:
@@ -92,6 +66,12 @@ class WebhookReceiver:
     async def stop(self) -> None:
         assert self.runner is not None
         await self.runner.cleanup()
+
+
+def hooks_for(settings: Settings, state: State, **runner_options: float) -> Hooks:
+    """The hooks component with its own REST client when the settings name a REST port."""
+    client = NodeRest(settings.node_host, settings.rest_port) if settings.rest_port is not None else None
+    return Hooks(settings, state, client, **runner_options)
 
 
 def load(pub: Published | None, tmp: Path, *extra: str) -> Settings:
@@ -132,17 +112,17 @@ async def settle(hooks: list[HookState], quiet: float = 1.5) -> None:
             last, since = snapshot(), time.monotonic()
 
 
-async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Path) -> None:
+async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Path, node: FakeNode) -> None:
     pub = Published(tmp_path)
     pub.publish(pub.commit(SCRIPTS))
-    rest, receiver = RestStandIn(), WebhookReceiver()
-    rest_port, hook_port = await rest.start(), await receiver.start()
+    receiver = WebhookReceiver()
+    hook_port = await receiver.start()
     command, log = exec_logger(tmp_path)
-    settings = load(pub, tmp_path, "--rest-port", str(rest_port), "--on-change-rest", "process {abspath}",
+    settings = load(pub, tmp_path, "--rest-port", str(node.rest.port), "--on-change-rest", "process {path}",
                     "--on-change-exec", command, "--on-change-webhook", f"http://127.0.0.1:{hook_port}/hook",
                     "--on-change-glob", "*.al")
     state = State()
-    hooks = Hooks(settings, state)
+    hooks = hooks_for(settings, state)
     watcher = Watcher(settings, state)
     hs = [state.hooks[n] for n in ("change-rest", "change-exec", "change-webhook")]
     try:
@@ -162,8 +142,9 @@ async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Pat
                 assert h.runs["ok"] == sum(h.runs.values()), (h.name, h.runs, h.last_error)
             wanted = {f"burst/f{i:04d}.al" for i in range(10)}
             # Coalescing loses nothing: every script reached each hook, and nothing the glob excludes.
-            assert {c.removeprefix(f"process {pub.link}/") for c in rest.commands} == wanted
-            assert len(rest.commands) <= 20
+            assert {p.removeprefix(f"{pub.link}/") for p in node.rest.processed} == wanted
+            assert sum(node.rest.commands.values()) <= 20
+            assert node.log.error_added == 0  # every command went with the method the node wants
             runs = exec_runs(log)
             assert {p for r in runs for p in r["SIDECAR_CHANGED_PATHS"].split("\n")} == wanted
             assert all(r["SIDECAR_TRIGGER"] == "change" for r in runs)
@@ -178,22 +159,13 @@ async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Pat
             for h, n in zip(hs, before, strict=True):
                 assert 1 <= sum(h.runs.values()) - n <= 2, (h.name, h.runs)
             assert hs[0].runs["skipped"] >= 1 and "bulk change" in (hs[0].last_error or "")
-            assert len(rest.commands) <= 20  # not one more command to the node
+            assert sum(node.rest.commands.values()) <= 20  # not one more command to the node
             bulk = {f"bulk/f{i:04d}.al" for i in range(1000)}
             later = exec_runs(log)[len(runs):]
             assert {c["path"] for r in later for c in r["stdin"]["changes"]} == bulk
             assert int(later[-1]["SIDECAR_CHANGED_COUNT"]) <= 1000
     finally:
-        await rest.stop()
         await receiver.stop()
-
-
-def _gone(pid: int) -> bool:
-    """True when the process no longer runs (a zombie awaiting its reaper counts as gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (FileNotFoundError, IndexError):
-        return True
 
 
 async def test_a_hook_that_hangs_is_killed_and_retried(tmp_path: Path) -> None:
@@ -210,14 +182,14 @@ async def test_a_hook_that_hangs_is_killed_and_retried(tmp_path: Path) -> None:
     settings = load(None, tmp_path, "--on-publish-exec", f"{sys.executable} {script} {tmp_path}",
                     "--hook-timeout", "1")
     state = State()
-    hooks = Hooks(settings, state, **FAST)
+    hooks = hooks_for(settings, state, **FAST)
     h = state.hooks["publish-exec"]
     async with running(hooks.run):
         state.bus.publish(ScriptsUpdated(message="new revision", revision="abc", source="git", path="/s/abc"))
         await eventually(lambda: h.runs["ok"] == 1, what="the retry succeeding")
     assert h.runs["timeout"] == 1
     pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
-    assert all(_gone(pid) for pid in pids), "the hook and its child must be killed"
+    assert all(gone(pid) for pid in pids), "the hook and its child must be killed"
     assert h.consecutive_failures == 0 and h.last_result == "ok"
 
 
@@ -228,7 +200,7 @@ async def test_a_failing_hook_backs_off_and_the_latest_trigger_wins(tmp_path: Pa
     settings = load(None, tmp_path, "--on-publish-webhook", f"http://127.0.0.1:{port}/hook?token=s3cr3t-t0ken",
                     "--hook-backoff-max", "0.4")
     state = State()
-    hooks = Hooks(settings, state, **FAST)
+    hooks = hooks_for(settings, state, **FAST)
     h = state.hooks["publish-webhook"]
     try:
         async with running(hooks.run):
@@ -257,43 +229,39 @@ async def test_a_failing_hook_backs_off_and_the_latest_trigger_wins(tmp_path: Pa
         await receiver.stop()
 
 
-async def test_publish_hooks_and_rest_at_seed(tmp_path: Path) -> None:
-    rest = RestStandIn()
-    port = await rest.start()
+async def test_publish_hooks_and_rest_at_seed(tmp_path: Path, node: FakeNode) -> None:
+    main = tmp_path / "main.al"
+    main.write_text("revision = r2\n")
     command, log = exec_logger(tmp_path)
-    settings = load(None, tmp_path, "--rest-port", str(port), "--on-publish-rest", "process main.al",
+    settings = load(None, tmp_path, "--rest-port", str(node.rest.port), "--on-publish-rest", f"process {main}",
                     "--on-publish-exec", command)
     state = State()
-    hooks = Hooks(settings, state, **FAST)
-    try:
-        async with running(hooks.run):
-            state.bus.publish(ScriptsSeeded(message="seeded", revision="r1", source="fallback", path="/s/r1"))
-            await eventually(lambda: len(exec_runs(log)) == 1, what="exec at seed")
-            # The node starts after the seed and reads its scripts itself: no REST command then.
-            assert rest.commands == [] and "publish-rest" in state.hooks
-            assert state.hooks["publish-rest"].runs == {}
-            state.bus.publish(ScriptsUpdated(message="updated", revision="r2", source="git", path="/s/r2"))
-            await eventually(lambda: rest.commands == ["process main.al"] and len(exec_runs(log)) == 2,
-                             what="both hooks after an update")
-            first, second = exec_runs(log)
-            assert (first["SIDECAR_EVENT"], first["SIDECAR_REVISION"], first["SIDECAR_SOURCE"]) == \
-                ("scripts-seeded", "r1", "fallback")
-            assert (second["SIDECAR_EVENT"], second["SIDECAR_REVISION"]) == ("scripts-updated", "r2")
-            assert second["SIDECAR_SCRIPTS"] == str(settings.link)
-    finally:
-        await rest.stop()
+    hooks = hooks_for(settings, state, **FAST)
+    async with running(hooks.run):
+        state.bus.publish(ScriptsSeeded(message="seeded", revision="r1", source="fallback", path="/s"))
+        await eventually(lambda: len(exec_runs(log)) == 1, what="exec at seed")
+        # The node starts after the seed and reads its scripts itself: no REST command then.
+        assert node.rest.commands == {} and "publish-rest" in state.hooks
+        assert state.hooks["publish-rest"].runs == {}
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r2", source="git", path="/s"))
+        await eventually(lambda: node.rest.processed == [str(main)] and len(exec_runs(log)) == 2,
+                         what="both hooks after an update")
+        assert node.rest.variables == {"revision": "r2"} and node.log.error_added == 0
+        first, second = exec_runs(log)
+        assert (first["SIDECAR_EVENT"], first["SIDECAR_REVISION"], first["SIDECAR_SOURCE"]) == \
+            ("scripts-seeded", "r1", "fallback")
+        assert (second["SIDECAR_EVENT"], second["SIDECAR_REVISION"]) == ("scripts-updated", "r2")
+        assert second["SIDECAR_SCRIPTS"] == str(settings.link)
 
 
-async def test_hung_rest_and_flooding_exec_never_block_the_loop(tmp_path: Path) -> None:
-    rest = RestStandIn()
-    rest.hang = True
-    port = await rest.start()
-    settings = load(None, tmp_path, "--rest-port", str(port), "--on-publish-rest", "process main.al",
+async def test_hung_rest_and_flooding_exec_never_block_the_loop(tmp_path: Path, node: FakeNode) -> None:
+    node.rest.mode = "hang"
+    settings = load(None, tmp_path, "--rest-port", str(node.rest.port), "--on-publish-rest", "process /main.al",
                     "--on-publish-exec",
                     f"{sys.executable} -c \"import sys; [sys.stdout.write('x' * 65536) for _ in range(800)]\"",
                     "--hook-timeout", "2")
     state = State()
-    hooks = Hooks(settings, state, **FAST)
+    hooks = hooks_for(settings, state, **FAST)
     ticks = 0
 
     async def ticker() -> None:
@@ -302,17 +270,80 @@ async def test_hung_rest_and_flooding_exec_never_block_the_loop(tmp_path: Path) 
             await asyncio.sleep(0.01)
             ticks += 1
 
-    try:
-        async with running(hooks.run, ticker):
-            state.bus.publish(ScriptsUpdated(message="updated", revision="r1", source="git", path="/s/r1"))
-            await eventually(lambda: state.hooks["publish-exec"].runs["ok"] == 1, what="50 MB of output drained")
-            at_exec_done = ticks
-            await eventually(lambda: state.hooks["publish-rest"].runs["timeout"] == 1, what="REST hook timed out")
-            # The loop kept turning while one hook hung on the node and the other flooded its output.
-            assert ticks > at_exec_done > 0
-            assert state.hooks["publish-rest"].last_error == "ran over 2 s and was stopped"
-    finally:
-        await rest.stop()
+    async with running(hooks.run, ticker):
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r1", source="git", path="/s"))
+        await eventually(lambda: state.hooks["publish-exec"].runs["ok"] == 1, what="50 MB of output drained")
+        at_exec_done = ticks
+        await eventually(lambda: state.hooks["publish-rest"].runs["timeout"] == 1, what="REST hook timed out")
+        # The loop kept turning while one hook hung on the node and the other flooded its output.
+        assert ticks > at_exec_done > 0
+        assert state.hooks["publish-rest"].last_error == "ran over 2 s and was stopped"
+
+
+async def test_a_rest_change_hook_makes_the_node_process_the_edited_file(tmp_path: Path, node: FakeNode) -> None:
+    """``process {path}`` as the docs write it: POST, the absolute path, and the node sets the variable."""
+    pub = Published(tmp_path)
+    pub.publish(pub.commit(SCRIPTS))
+    settings = load(pub, tmp_path, "--rest-port", str(node.rest.port), "--on-change-rest", "process {path}")
+    state = State()
+    async with running(Watcher(settings, state).run, hooks_for(settings, state).run):
+        await eventually(lambda: state.watch.running, what="watch running")
+        await in_other_process("import sys; open(sys.argv[1], 'a').write('hook_check = edited\\n')",
+                               str(pub.link / "node-deployment" / "local_script.al"))
+        await eventually(lambda: node.rest.variables.get("hook_check") == "edited", what="the node processed it")
+    assert node.rest.processed == [f"{pub.link}/node-deployment/local_script.al"]
+    answer = await NodeRest("127.0.0.1", node.rest.port).command("get !hook_check", timeout=3)
+    assert answer.text == "edited"
+    assert node.log.error_added == 0 and state.hooks["change-rest"].runs == {"ok": 1}
+    assert node.log.events[0] == f"(ok) process {pub.link}/node-deployment/local_script.al"
+
+
+async def test_a_hook_the_node_refuses_stops_until_the_next_trigger(tmp_path: Path, node: FakeNode) -> None:
+    """A node that answers 400 gets at most REFUSED_ATTEMPTS error-log lines per trigger, then an Event."""
+    settings = load(None, tmp_path, "--rest-port", str(node.rest.port),
+                    "--on-publish-rest", "process /no/such/main.al")
+    state = State()
+    events = state.bus.subscribe()
+    hooks = hooks_for(settings, state, **FAST)
+    h = state.hooks["publish-rest"]
+    async with running(hooks.run):
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r1", source="git", path="/s"))
+        await eventually(lambda: h.stopped, what="the hook stops")
+        assert h.runs == {"refused": REFUSED_ATTEMPTS} and h.last_result == "refused"
+        assert "err_code 26" in (h.last_error or "") and h.next_retry_time is None and not h.pending
+        assert node.log.error_added == REFUSED_ATTEMPTS
+        assert h.as_dict()["stopped"] is True
+        refused = [e for e in _drain(events) if e.kind == "hook-refused"]
+        assert len(refused) == 1 and isinstance(refused[0], HookRefused) and refused[0].hook == "publish-rest"
+
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r2", source="git", path="/s"))
+        await eventually(lambda: h.runs["refused"] == 2 * REFUSED_ATTEMPTS and h.stopped, what="stops again")
+        assert node.log.error_added == 2 * REFUSED_ATTEMPTS  # the node's error log: 3 lines per trigger
+
+
+async def test_an_unreachable_node_keeps_the_backoff(tmp_path: Path, node: FakeNode) -> None:
+    """Refused connections are not refusals: the hook keeps retrying, and works once the node is back."""
+    main = tmp_path / "main.al"
+    main.write_text("up = yes\n")
+    settings = load(None, tmp_path, "--rest-port", str(node.rest.port), "--on-publish-rest", f"process {main}",
+                    "--hook-backoff-max", "0.2")
+    state = State()
+    h = state.hooks.setdefault("publish-rest", HookState("publish-rest"))
+    node.rest.close()
+    async with running(hooks_for(settings, state, **FAST).run):
+        state.bus.publish(ScriptsUpdated(message="updated", revision="r1", source="git", path="/s"))
+        await eventually(lambda: h.runs["error"] > REFUSED_ATTEMPTS, what="more retries than a refusal gets")
+        assert not h.stopped
+        node.rest.open()
+        await eventually(lambda: h.runs["ok"] == 1, what="it works once the node is back")
+    assert node.rest.variables == {"up": "yes"}
+
+
+def _drain(queue: asyncio.Queue[Event]) -> list[Event]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out
 
 
 @pytest.mark.parametrize(("args", "problem"), [
@@ -335,14 +366,14 @@ def test_webhook_secrets_stay_out_of_logs(tmp_path: Path) -> None:
         "from sidecar import config, logs\n"
         "logs.setup('debug', 'json')\n"
         "from sidecar.events import ScriptsUpdated\n"
-        "from sidecar.hooks import Hooks\n"
+        "from sidecar.hooks.component import Hooks\n"
         "from sidecar.state import State\n"
         "async def main():\n"
         "    s = config.load(['run', '--fallback-dir', '/tmp', '--link', '/tmp/x/l', '--kube', 'off',\n"
         "                     '--on-publish-webhook', 'http://user:pa55word@127.0.0.1:9/h?token=s3cr3t-t0ken'],\n"
         "                    environ={})\n"
         "    st = State()\n"
-        "    hooks = Hooks(s, st)\n"
+        "    hooks = Hooks(s, st, None)\n"
         "    task = asyncio.create_task(hooks.run())\n"
         "    st.bus.publish(ScriptsUpdated(message='x', revision='r', source='git', path='/tmp/x'))\n"
         "    while not st.hooks['publish-webhook'].runs:\n"

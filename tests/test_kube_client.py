@@ -79,6 +79,18 @@ async def test_kubeconfig_tls_server_name_is_the_name_checked(fake: FakeKube, tm
     assert failed.value.reason == reason and "elsewhere.example" in str(failed.value)
 
 
+async def test_a_kubeconfig_proxy_is_refused_not_bypassed(fake: FakeKube, tmp_path: Path) -> None:
+    path = fake.kubeconfig(tmp_path / "kube")
+    config = json.loads(path.read_text())
+    config["clusters"][0]["cluster"]["proxy-url"] = "http://127.0.0.1:3128"
+    path.write_text(json.dumps(config))
+    api = KubeClient(kube_settings(tmp_path), KubeState(), "kubeconfig", {"KUBECONFIG": str(path)})
+    with pytest.raises(KubeError) as failed:
+        await api.pod()
+    assert failed.value.reason == "config" and "proxy-url 'http://127.0.0.1:3128'" in str(failed.value)
+    assert fake.received() == []
+
+
 async def test_error_statuses_are_classified(fake: FakeKube, tmp_path: Path) -> None:
     api = client(fake, tmp_path, kube_settings(tmp_path), KubeState())
     with pytest.raises(KubeError) as missing:

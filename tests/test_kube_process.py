@@ -38,6 +38,11 @@ def test_identity_events_and_annotations_from_a_real_process(sidecar_factory: An
     sc.wait_for(lambda: any(e["reason"] == "ScriptsSeeded" for e in fake.events()), 20, "ScriptsSeeded Event")
     sc.wait_for(lambda: "sidecar.edgelake.io/scripts-revision" in (fake.get("pods", POD) or {})["metadata"]
                 ["annotations"], 20, "annotations")
+    # Each job reports what it waits for through the handle its supervisor gave it.
+    idle = {"kube-identity": "next read of the Service", "kube-events": "bus events",
+            "kube-annotations": "a published revision"}
+    sc.wait_for(lambda: {name: sc.status()["components"][name]["doing"].get("main", {}).get("doing")
+                         for name in idle} == idle, 20, "the jobs idle, saying what they wait for")
     status_text = sc.get("/status")[1]
     assert sc.stop() == 0
     assert fake.token not in sc.output() and fake.token not in status_text

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sidecar.config import load
-from sidecar.hooks import ExecAction, RestAction, Trigger
+from sidecar.hooks.process import ExecAction
+from sidecar.hooks.rest import RestAction
+from sidecar.hooks.trigger import Trigger
 from sidecar.kube.identity import HEADER, read_previous
+from sidecar.noderest import NodeRest
 from sidecar.scripts import publish as publish_module
 from sidecar.scripts.git import GitError
 from sidecar.scripts.seed import ensure_published
@@ -45,8 +48,8 @@ def test_a_file_name_that_is_not_utf8_does_not_kill_the_watch(tmp_path: Path, si
 def test_hooks_leave_out_names_that_cannot_be_sent(tmp_path: Path) -> None:
     odd = "new/caf\udce9.al"  # how os.walk hands over a name that is not UTF-8
     trigger = Trigger("change", "files-changed", changes={odd: "added", "ok.al": "added", "a\nb.al": "added"})
-    rest = RestAction("process {path}", "127.0.0.1", 1, tmp_path)
-    assert rest.commands(trigger) == ["process ok.al"]
+    rest = RestAction("process {path}", NodeRest("127.0.0.1", 1), PurePosixPath("/app/scripts"))
+    assert rest.commands(trigger) == ["process /app/scripts/ok.al"]
     env = ExecAction(["true"], tmp_path).env("change-exec", trigger)
     assert env["SIDECAR_CHANGED_COUNT"] == "3"
 

@@ -5,24 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from sidecar import config, health
 from sidecar.checks.runner import CheckRunner, CheckSpec
 from sidecar.http.routes import Endpoints
 from sidecar.http.server import HttpServer
+from sidecar.noderest import NodeRest
 from sidecar.state import State
 from tests.fakenode import FakeNode
 from tests.helpers import promtool_check
-
-
-@pytest.fixture
-def node() -> Iterator[FakeNode]:
-    with FakeNode("el-probes") as fake:
-        yield fake
 
 
 def settings_for(node: FakeNode | None, tmp: Path, *extra: str) -> config.Settings:
@@ -55,7 +48,9 @@ async def get(port: int, path: str, method: str = "GET") -> tuple[int, str]:
 
 
 def runners(settings: config.Settings, state: State) -> dict[str, CheckRunner]:
-    return {n: CheckRunner(CheckSpec.from_settings(settings, n), state) for n in settings.enabled_checks()}
+    client = NodeRest(settings.node_host, settings.rest_port) if settings.rest_port is not None else None
+    return {n: CheckRunner(CheckSpec.from_settings(settings, n), state, client=client)
+            for n in settings.enabled_checks()}
 
 
 async def test_startupz_waits_for_scripts_and_identity(tmp_path: Path) -> None:
@@ -191,7 +186,7 @@ async def test_metrics_pass_promtool_and_say_what_state_says(node: FakeNode, tmp
     assert samples['edgelake_sidecar_check_results_total{check="rest",reason="refused"}'] == 1
     assert samples['edgelake_sidecar_check_results_total{check="rest",reason="ok"}'] == 1
     assert samples['edgelake_sidecar_check_duration_seconds_count{check="broker"}'] == 1
-    assert samples[f'edgelake_sidecar_node_info{{node="el-probes@127.0.0.1:{node.tcp.port}"}}'] == 1
+    assert samples[f'edgelake_sidecar_node_info{{node="el-test@127.0.0.1:{node.tcp.port}"}}'] == 1
     assert samples['edgelake_sidecar_probe_passing{probe="readyz"}'] == 0
     assert samples["edgelake_sidecar_scripts_sync_duration_seconds_count"] == 1
     assert samples['edgelake_sidecar_probe_passing{probe="startupz"}'] == 1

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import cli, seed
+from tests.githttp import git_daemon
 from tests.gitrepos import Upstream, default_files, git, read_tree
 
 
@@ -233,17 +234,19 @@ def test_link_path_occupied_by_a_file_is_an_error(tmp_path: Path) -> None:
 
 
 def test_submodules_are_off_unless_enabled(tmp_path: Path) -> None:
-    sub = Upstream(tmp_path / "sub", {"lib.al": "library\n"})
+    Upstream(tmp_path / "sub", {"lib.al": "library\n"})
     up = Upstream(tmp_path)
-    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", sub.url, "vendor/lib", cwd=up.work)
-    up.commit({}, "add submodule")
-    off = tmp_path / "off" / "scripts"
-    assert seed(off, "--repo", up.url).returncode == 0
-    assert not (off / "vendor" / "lib" / "lib.al").exists()
-    on = tmp_path / "on" / "scripts"
-    result = seed(on, "--repo", up.url, "--submodules")
-    assert result.returncode == 0, result.stderr
-    assert (on / "vendor" / "lib" / "lib.al").read_text() == "library\n"
+    with git_daemon(tmp_path / "sub") as server:  # file:// is refused for submodules
+        git("-c", "protocol.file.allow=always", "submodule", "add", "-q", f"{server}/upstream.git", "vendor/lib",
+            cwd=up.work)
+        up.commit({}, "add submodule")
+        off = tmp_path / "off" / "scripts"
+        assert seed(off, "--repo", up.url).returncode == 0
+        assert not (off / "vendor" / "lib" / "lib.al").exists()
+        on = tmp_path / "on" / "scripts"
+        result = seed(on, "--repo", up.url, "--submodules")
+        assert result.returncode == 0, result.stderr
+        assert (on / "vendor" / "lib" / "lib.al").read_text() == "library\n"
 
 
 def test_published_files_are_group_writable_for_the_node_container(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ waits for exactly four bytes, then sends DISCONNECT and closes.
 from __future__ import annotations
 
 from sidecar import netio
-from sidecar.checks import OK, Outcome
+from sidecar.checks.outcome import OK, Outcome, Probe
 
 CLIENT_ID = b"edgelake-sidecar-check"
 
@@ -27,14 +27,19 @@ CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 DISCONNECT = b"\xe0\x00"
 
 
-async def probe(host: str, port: int, timeout: float) -> Outcome:
-    """CONNECT alone, read exactly the 4-byte CONNACK, DISCONNECT, close; all within ``timeout``."""
-    async with netio.connection(host, port, timeout) as (reader, writer):
-        writer.write(CONNECT)
-        await writer.drain()
-        answer = await reader.readexactly(4)
-        if answer != CONNACK_ACCEPTED:
-            return Outcome(False, "bad-answer", f"expected CONNACK 20 02 00 00, got {answer.hex(' ')}")
-        writer.write(DISCONNECT)
-        await writer.drain()
-    return OK
+def probe_for(host: str, port: int) -> Probe:
+    """The broker probe of ``host:port``; it leaves nothing in the node's logs."""
+
+    async def probe(timeout: float) -> Outcome:
+        """CONNECT alone, read exactly the 4-byte CONNACK, DISCONNECT, close; all within ``timeout``."""
+        async with netio.connection(host, port, timeout) as (reader, writer):
+            writer.write(CONNECT)
+            await writer.drain()
+            answer = await reader.readexactly(4)
+            if answer != CONNACK_ACCEPTED:
+                return Outcome(False, "bad-answer", f"expected CONNACK 20 02 00 00, got {answer.hex(' ')}")
+            writer.write(DISCONNECT)
+            await writer.drain()
+        return OK
+
+    return probe

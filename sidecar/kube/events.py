@@ -41,6 +41,9 @@ REASONS = {  # the kinds a person wants in `kubectl describe pod`, with their Ev
     Kind.POLICY_DRIFT: "PolicyDrift",
     Kind.DUPLICATE_POLICIES: "DuplicatePolicies",
     Kind.POLICY_MATCHES: "PolicyMatches",
+    Kind.NODE_LIVEZ_FAILING: "NodeLivenessFailing",
+    Kind.NODE_LIVEZ_OK: "NodeLivenessOk",
+    Kind.HOOK_REFUSED: "HookRefused",
 }
 MAX_MESSAGE = 1024
 SIMILAR_MAX = 10  # different messages of one (type, reason) before they are combined (client-go's default)

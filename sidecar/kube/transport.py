@@ -76,6 +76,8 @@ def from_configuration(configuration: Any) -> Endpoint:
     url = urlsplit(configuration.host)
     if url.scheme not in ("https", "http") or not url.hostname:
         raise ConfigError(f"server {configuration.host!r} is not an http(s) URL")
+    if getattr(configuration, "proxy", None):
+        raise ConfigError(f"proxy-url {configuration.proxy!r}: the sidecar talks to the API server directly")
     context: ssl.SSLContext | None = None
     if url.scheme == "https":
         try:

@@ -11,7 +11,11 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from sidecar.scripts.git import Git
+from sidecar.scripts.git import LISTING_CAP, Git
+
+# A snapshot's objects only live for the publication that makes it: the files stay the truth,
+# so they are not flushed one by one (that fsync was most of the cost of carrying many files).
+SNAPSHOT_CONFIG = {"GIT_CONFIG_PARAMETERS": "'core.fsync'='none'"}
 
 STATUS_ARGS = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--no-renames")
 
@@ -35,12 +39,12 @@ async def edited_paths(git: Git, worktree: Path, paths: Sequence[str] | None = N
         if not paths:
             return []
         args += ["--", *(f":(literal){p}" for p in paths)]
-    result = await git.run(args, cwd=worktree)
+    result = await git.run(args, cwd=worktree, cap=LISTING_CAP)
     return parse_status(result.stdout)
 
 
-def _seed_index(worktree: Path, dest: Path) -> bool:
-    """Copy the worktree's own index to ``dest`` (its stat data lets ``git add`` skip clean files)."""
+def seed_index(worktree: Path, dest: Path) -> bool:
+    """Copy the worktree's own index to ``dest`` (its stat data lets git skip clean files)."""
     try:
         pointer = (worktree / ".git").read_text().strip()
         if not pointer.startswith("gitdir:"):
@@ -54,14 +58,24 @@ def _seed_index(worktree: Path, dest: Path) -> bool:
 async def snapshot(git: Git, worktree: Path, index_file: Path) -> str:
     """The tree id of the worktree as it is now (every file, ignored ones too), without touching it.
 
-    Uses a private copy of the index so the worktree's own index, which defines "unedited",
+    ``index_file`` is the worktree's private snapshot index, kept from one snapshot to the next:
+    its stat data lets git hash only the files changed since, so a tree with many added files
+    costs a ``stat`` per file, not a hash. The worktree's own index, which defines "unedited",
     stays as it is.
     """
-    env = {"GIT_INDEX_FILE": str(index_file)}
+    env = {"GIT_INDEX_FILE": str(index_file), **SNAPSHOT_CONFIG}
+    if not await asyncio.to_thread(index_file.exists) and not await asyncio.to_thread(seed_index, worktree,
+                                                                                        index_file):
+        await git.run(["read-tree", "HEAD"], cwd=worktree, env=env)
     try:
-        if not await asyncio.to_thread(_seed_index, worktree, index_file):
-            await git.run(["read-tree", "HEAD"], cwd=worktree, env=env)
         await git.run(["add", "--all", "--force", "--", "."], cwd=worktree, env=env)
         return await git.out(["write-tree"], cwd=worktree, env=env)
-    finally:
-        index_file.unlink(missing_ok=True)  # noqa: ASYNC240 - one metadata unlink, not worth a thread hop
+    except BaseException:
+        discard_index(index_file)  # never trust a half-done index
+        raise
+
+
+def discard_index(index_file: Path) -> None:
+    """Remove a private index and the lock a killed git call may have left beside it."""
+    index_file.unlink(missing_ok=True)
+    index_file.with_name(index_file.name + ".lock").unlink(missing_ok=True)

@@ -12,13 +12,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
-import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 SOURCES = ("git", "fallback", "adopted")
+TRASH = "retired-"  # prefix, in the scratch folder, of revision folders waiting to be deleted
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,28 @@ class Revision:
             return int(self.name.rsplit("-", 1)[1])
         except (IndexError, ValueError):
             return 0
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush the one filesystem holding ``path`` (``syncfs``), not every filesystem of the host.
+
+    The node's own data on other filesystems is left to the kernel's pace; ``os.sync`` is the
+    fallback only where libc has no ``syncfs``.
+    """
+    syncfs = getattr(_LIBC, "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}", str(path))
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -83,8 +108,9 @@ class Layout:
             path.mkdir(parents=True, exist_ok=True)
         for entry in self.tmp.iterdir():
             remove_tree(entry)
-        for key_copy in self.home.glob("ssh-key-*"):  # a private key copy a killed git call left behind
-            key_copy.unlink(missing_ok=True)
+        for pattern in ("ssh-key-*", "password-*"):  # private copies a killed git call left behind
+            for copy in self.home.glob(pattern):
+                copy.unlink(missing_ok=True)
         for entry in self.link.parent.glob(f".{self.link.name}.tmp-*"):
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
@@ -124,7 +150,7 @@ class Layout:
         """Record that ``rev`` is whole (before the link may point at it), with its full commit id."""
         # The checked-out files must be on disk before a marker or a link can name them: after a
         # power loss, a link to empty files would look like a tree full of local edits.
-        os.sync()
+        sync_filesystem(rev.path)
         marker = self.revs / f"{rev.name}.ok"
         marker.write_text(commit + "\n")
         _fsync_dir(self.revs)
@@ -157,7 +183,32 @@ class Layout:
         """Delete a revision folder and its marker (marker first: a half-deleted folder is not 'complete')."""
         with contextlib.suppress(FileNotFoundError):
             (self.revs / f"{rev.name}.ok").unlink()
+        self.index_of(rev).unlink(missing_ok=True)
         remove_tree(rev.path)
+
+    def index_of(self, rev: Revision) -> Path:
+        """The private index of ``rev``'s files (with stat data), kept between snapshots."""
+        return self.tmp / f"index-{rev.name}"
+
+    def retire(self, rev: Revision) -> None:
+        """Take a revision out of ``revs`` at once (marker first, then a rename into the scratch
+        folder); :meth:`empty_trash` deletes its files later, off the sync's path."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.revs / f"{rev.name}.ok").unlink()
+        self.index_of(rev).unlink(missing_ok=True)
+        os.rename(rev.path, self.tmp / f"{TRASH}{rev.name}")
+
+    def empty_trash(self, stop: threading.Event) -> list[str]:
+        """Delete retired revisions; return what could not be deleted (and why). Stops early when
+        ``stop`` is set (at shutdown), leaving the rest for the next start."""
+        failures = []
+        for entry in sorted(self.tmp.glob(f"{TRASH}*")):
+            if stop.is_set():
+                break
+            error = remove_tree(entry, stop)
+            if error is not None and not stop.is_set():
+                failures.append(f"{entry.name[len(TRASH):]}: {error}")
+        return failures
 
     def keep(self, rev: Revision) -> None:
         """Never remove ``rev``: it holds edits that could not be carried (a person decides)."""
@@ -173,23 +224,47 @@ class Layout:
                 if not (self.revs / m.name.rsplit(".", 1)[0]).is_dir()]
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a file, link or folder, making read-only folders writable first."""
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-        return
-    if not path.exists():
-        return
+def remove_tree(path: Path, stop: threading.Event | None = None) -> str | None:
+    """Remove a file, link or folder (read-only folders are made writable first).
 
-    def onerror(func: object, failed: str, exc: object) -> None:
-        parent = os.path.dirname(failed)
-        with contextlib.suppress(OSError):
-            os.chmod(parent, 0o700)
-            os.chmod(failed, 0o700)
-        with contextlib.suppress(OSError):
-            if os.path.isdir(failed) and not os.path.islink(failed):
-                shutil.rmtree(failed, ignore_errors=True)
-            else:
-                os.unlink(failed)
+    Returns None when ``path`` is gone, else what kept it (the first error). Between folders it
+    checks ``stop``, so a shutdown does not wait for a large tree to be deleted.
+    """
+    errors: list[str] = []
 
-    shutil.rmtree(path, onerror=onerror)
+    def unlink(target: str) -> None:
+        try:
+            os.unlink(target)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            errors.append(f"{target}: {exc.strerror}")
+
+    if path.is_symlink() or not path.is_dir():
+        unlink(str(path))
+        return errors[0] if errors else None
+    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+        if stop is not None and stop.is_set():
+            return "stopped"
+        with contextlib.suppress(OSError):
+            os.chmod(dirpath, 0o700)
+        for name in filenames:
+            unlink(os.path.join(dirpath, name))
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            try:
+                if os.path.islink(full):
+                    os.unlink(full)
+                else:
+                    os.rmdir(full)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                errors.append(f"{full}: {exc.strerror}")
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        errors.append(f"{path}: {exc.strerror}")
+    return errors[0] if errors and path.exists() else None

@@ -9,10 +9,12 @@ are caught by re-snapshotting before and after the swap.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 
-from sidecar.scripts import trees
-from sidecar.scripts.edits import edited_paths, snapshot
+from sidecar import progress
+from sidecar.scripts import report, reuse, trees
+from sidecar.scripts.edits import edited_paths, seed_index, snapshot
 from sidecar.scripts.git import GitError
 from sidecar.scripts.layout import Revision
 from sidecar.scripts.workspace import Workspace, log
@@ -72,7 +74,7 @@ async def _state_of(ws: Workspace, rev: Revision, known: str, base: str) -> str:
     """
     if known == base and not await edited_paths(ws.git, rev.path):
         return base
-    return await snapshot(ws.git, rev.path, ws.scratch("index"))
+    return await snapshot(ws.git, rev.path, ws.layout.index_of(rev))
 
 
 async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
@@ -93,11 +95,22 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
     if merged.tree is None:
         return Outcome("conflict", conflicts=merged.conflicts)
 
+    report_progress = progress.current()
+    report_progress.working("checking out a revision")
     rev = ws.layout.new_revision(source, commit)
     await worktree_add(ws, rev, commit)
+    index = ws.layout.index_of(rev)
     try:
         files = theirs
-        await trees.apply_tree(ws.git, rev.path, files, merged.tree, ws.scratch("index"))
+        if ws.settings.submodules:  # their files are only known once checked out
+            await asyncio.to_thread(trees.check_dir_symlinks, rev.path)
+        if merged.tree != theirs:
+            report_progress.working("carrying local edits")
+            await asyncio.to_thread(seed_index, rev.path, index)
+            if current is not None:
+                await reuse.link_unchanged(ws.git, ws.repo, current.path, rev.path, theirs, ours, merged.tree,
+                                           index)
+            await trees.apply_tree(ws.git, rev.path, files, merged.tree, index, keep=True)
         files = merged.tree
         # Edits that arrived while we built: merge them in too, a few times at most.
         for _ in range(MAX_CATCH_UP if keep_edits else 0):
@@ -109,8 +122,11 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
             if late.tree is None:
                 await discard_revision(ws, rev)
                 return Outcome("conflict", conflicts=late.conflicts)
-            await trees.apply_tree(ws.git, rev.path, files, late.tree, ws.scratch("index"))
+            await trees.apply_tree(ws.git, rev.path, files, late.tree, index, keep=True)
             files, ours = late.tree, again
+        # Every symlink, whether upstream's or a local edit carried over, must stay inside.
+        report_progress.working("checking and flushing the revision")
+        await trees.check_tree_symlinks(ws.git, ws.repo, files)
         await asyncio.to_thread(ws.layout.mark_complete, rev, commit)
     except BaseException:
         await asyncio.shield(discard_revision(ws, rev))
@@ -119,6 +135,7 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
     log.info("revision_published", revision=commit, source=source, folder=rev.name)
 
     # The new revision is live from here on: nothing below may turn it into a failed sync.
+    report_progress.working("carrying late edits and cleaning up")
     edits: list[str] = []
     uncarried: list[str] = []
     try:
@@ -142,13 +159,13 @@ async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried
         now = await _state_of(ws, old, carried, base)
         if now == carried:
             return []
-        new_now = await snapshot(ws.git, new.path, ws.scratch("index"))
+        new_now = await snapshot(ws.git, new.path, ws.layout.index_of(new))
         late = await trees.merge3(ws.git, ws.repo, carried, new_now, now)
         if late.tree is None:
             await asyncio.to_thread(ws.layout.keep, old)
             log.warning("late_edits_conflict", folder=str(old.path), files=late.conflicts)
             return late.conflicts
-        await trees.apply_tree(ws.git, new.path, new_now, late.tree, ws.scratch("index"))
+        await trees.apply_tree(ws.git, new.path, new_now, late.tree, ws.layout.index_of(new), keep=True)
         log.info("late_edits_carried", folder=old.name)
     except GitError as exc:
         await asyncio.to_thread(ws.layout.keep, old)  # unknown: keep the folder rather than guess
@@ -157,7 +174,12 @@ async def _carry_after_swap(ws: Workspace, old: Revision, new: Revision, carried
 
 
 async def cleanup(ws: Workspace) -> None:
-    """Keep the current and the previous complete revision; remove every other folder."""
+    """Keep the current and the previous complete revision; retire every other folder.
+
+    Retiring is a rename; the files are deleted by a background sweep, so a sync's time does not
+    grow with the size of the trees it leaves behind. What cannot be retired or deleted is
+    reported (``/status`` and a metric), never only swallowed.
+    """
     layout = ws.layout
     current = await asyncio.to_thread(layout.current)
     published = await asyncio.to_thread(layout.published)
@@ -167,11 +189,18 @@ async def cleanup(ws: Workspace) -> None:
     if current is not None:
         keep.add(current.name)
     removed = False
+    failures: list[str] = []
     for rev in await asyncio.to_thread(layout.all_revisions):
         if rev.name not in keep:
-            await asyncio.to_thread(layout.forget, rev)
-            removed = True
+            try:
+                await asyncio.to_thread(layout.retire, rev)
+                removed = True
+            except OSError as exc:
+                failures.append(f"{rev.name}: {exc.strerror or exc}")
     for marker in await asyncio.to_thread(layout.stray_markers):
         await asyncio.to_thread(marker.unlink, True)
     if removed:
         await ws.git.run(["worktree", "prune"], git_dir=ws.repo, check=False)
+    report.cleanup_done(ws, failures, sweep=False)
+    if removed:
+        ws.sweep(functools.partial(report.cleanup_done, sweep=True))

@@ -92,6 +92,7 @@ async def adopt(ws: Workspace, folder: Path, *, move_aside: bool, known_base: st
     if base is None:
         base = await trees.commit(ws.git, ws.repo, trees.EMPTY_TREE, "empty base")
     files = await trees.import_dir(ws.git, ws.repo, folder, ws.scratch("index"))
+    await trees.check_tree_symlinks(ws.git, ws.repo, files)  # a found tree is held to the same rule
     rev = ws.layout.new_revision("adopted", base)
     await worktree_add(ws, rev, base)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sidecar.config import is_sha
-from sidecar.scripts.git import Git, GitError
+from sidecar.scripts.git import Git, GitError, split_userinfo
 
 UPSTREAM_REF = "refs/sidecar/upstream"
 
@@ -34,7 +34,8 @@ async def resolve(git: Git, repo_url: str, ref: str | None) -> str:
         patterns = [ref, f"{ref}^{{}}"]
     else:
         patterns = [f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"]
-    out = await git.out(["ls-remote", "--", repo_url, *patterns], remote=True)
+    # User info in the URL reaches git through the credential helper (see Workspace), never argv.
+    out = await git.out(["ls-remote", "--", split_userinfo(repo_url)[0], *patterns], remote=True)
     refs = _parse_ls_remote(out)
     if ref is None:
         if "HEAD" in refs:
@@ -72,7 +73,7 @@ async def fetch(git: Git, repo: Path, repo_url: str, ref: str | None, sha: str |
     else:
         want = ref or "HEAD"
     args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", *depth_args, "--",
-            repo_url, f"+{want}:{UPSTREAM_REF}"]
+            split_userinfo(repo_url)[0], f"+{want}:{UPSTREAM_REF}"]
     try:
         await git.run(args, git_dir=repo, remote=True)
     except GitError as exc:

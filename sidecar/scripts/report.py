@@ -14,6 +14,7 @@ def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, se
     s = ws.state.scripts
     first = not s.published
     s.published = True
+    s.published_event.set()
     s.source = rev.source
     s.ref = ws.settings.ref
     s.revision = commit
@@ -31,6 +32,7 @@ def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
     """A revision was already published on the volume at start: record it without an announcement."""
     s = ws.state.scripts
     s.published = True
+    s.published_event.set()
     s.source = rev.source
     s.ref = ws.settings.ref
     s.revision = commit
@@ -53,8 +55,12 @@ def set_edits(ws: Workspace, edits: list[str]) -> None:
 
 
 def sync_done(ws: Workspace, result: str, started: float, error: str | None = None,
-              conflicts: list[str] | None = None) -> None:
-    """Record one sync attempt: ``ok``, ``noop``, ``held``, ``conflict`` or ``error``."""
+              conflicts: list[str] | None = None, *, refused: bool = False) -> None:
+    """Record one sync attempt: ``ok``, ``noop``, ``held``, ``conflict`` or ``error``.
+
+    ``refused``: the new tree was refused (a symlink pointing outside it). That is announced each
+    time its reason changes, not only on the first of a run of failures: a person must act.
+    """
     s = ws.state.scripts
     now = time.time()
     s.last_sync_time = now
@@ -64,8 +70,9 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
     bus = ws.state.bus
     if result == "error":
         s.consecutive_failures += 1
+        announce = s.consecutive_failures == 1 or (refused and error != s.last_sync_error)
         s.last_sync_error = error
-        if s.consecutive_failures == 1:
+        if announce:
             bus.publish(SyncFailed(message=f"scripts sync failing: {error}", error=error or ""))
         log.warning("sync_failed", error=error, consecutive=s.consecutive_failures)
         return
@@ -87,3 +94,18 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
         log.info("sync_held", edits=s.local_edits)
     else:
         s.conflict_files = []
+
+
+def cleanup_done(ws: Workspace, failures: list[str], *, sweep: bool) -> None:
+    """Old revision folders that could not be removed: counted, shown, logged (never only swallowed).
+
+    A sweep that deleted everything waiting clears the shown error.
+    """
+    s = ws.state.scripts
+    if not failures:
+        if sweep:
+            s.last_cleanup_error = None
+        return
+    s.cleanup_failures += len(failures)
+    s.last_cleanup_error = "; ".join(failures[:5])
+    log.warning("cleanup_failed", failures=failures[:20], total=s.cleanup_failures)

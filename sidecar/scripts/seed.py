@@ -111,6 +111,7 @@ async def seed_command(settings: Settings) -> int:
     except (SeedError, GitError, trees.UnsafeTree, OSError) as exc:
         log.error("seed_failed", error=str(exc))
         return 1
+    await ws.settle()  # old revisions retired by this run are deleted before the process exits
     s = ws.state.scripts
     log.info("seed_done", source=s.source, revision=s.revision, link=str(settings.link), local_edits=s.local_edits)
     return 0

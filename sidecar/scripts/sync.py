@@ -7,8 +7,9 @@ import contextlib
 import random
 import time
 
+from sidecar import progress
 from sidecar.config import Settings, is_sha
-from sidecar.scripts import report, trees
+from sidecar.scripts import maintain, report, trees
 from sidecar.scripts.git import GitError
 from sidecar.scripts.publish import head
 from sidecar.scripts.recover import SeedError
@@ -28,16 +29,28 @@ async def sync_once(ws: Workspace) -> str:
     settings = ws.settings
     if settings.repo is None:
         return "noop"  # fallback-only: nothing upstream
+    progress.current().working("syncing")
     try:
-        current = await asyncio.to_thread(ws.layout.current)
-        if pinned(settings) and current is not None and current.source == "git" \
-                and await head(ws, current) == settings.ref:
-            return "noop"
-        result = await publish_from_git(ws)
+        # One deadline for the whole sync: a git call that keeps answering slowly, or file work
+        # that never ends, is cancelled (git's process group killed) instead of stalling the loop.
+        async with asyncio.timeout(settings.sync_timeout):
+            current = await asyncio.to_thread(ws.layout.current)
+            if pinned(settings) and current is not None and current.source == "git" \
+                    and await head(ws, current) == settings.ref:
+                return "noop"
+            result = await publish_from_git(ws)
+    except TimeoutError:
+        report.sync_done(ws, "error", started, f"sync ran past its deadline ({settings.sync_timeout:g} s, "
+                                               "--sync-timeout) and was cancelled")
+        return "error"
     except (GitError, trees.UnsafeTree, OSError) as exc:
-        report.sync_done(ws, "error", started, str(exc))
+        report.sync_done(ws, "error", started, str(exc), refused=isinstance(exc, trees.UnsafeTree))
+        if maintain.is_disk_full(exc):
+            await maintain.free_space(ws)
         return "error"
     report.sync_done(ws, result, started, conflicts=ws.state.scripts.conflict_files)
+    if result == "ok":
+        await maintain.routine(ws)
     if result != "noop":
         log.info("sync_done", result=result, revision=ws.state.scripts.revision,
                  seconds=round(time.monotonic() - started, 3))
@@ -62,6 +75,7 @@ class SyncLoop:
     async def _wait(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or less when a sync is triggered (POST /sync, SIGHUP)."""
         self.state.scripts.next_sync_time = time.time() + delay
+        progress.current().waiting("the next sync", delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.state.sync_now.wait(), delay)
         self.state.sync_now.clear()
@@ -86,6 +100,7 @@ class SyncLoop:
             if pinned(self.settings) and self.state.scripts.source == "git" \
                     and self.state.scripts.revision == self.settings.ref:
                 self.state.scripts.next_sync_time = None
+                progress.current().waiting("a sync request")
                 await self.state.sync_now.wait()  # pinned: only an explicit trigger re-checks
                 self.state.sync_now.clear()
             else:

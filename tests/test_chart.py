@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -26,6 +28,7 @@ import yaml
 from sidecar.config import NODE_DEFAULT_PORTS
 from sidecar.kube.rbac import CLUSTER_ROLE_RULES, ROLE_RULES
 from tests.conftest import IN_CI, ROOT, require_tool
+from tests.fakenode import FakeNode
 
 CHART = ROOT / "charts" / "edgelake-node"
 RELEASE, NAMESPACE = "el", "edge"
@@ -354,6 +357,8 @@ def test_node_reads_the_published_link(default_docs: list[dict[str, Any]]) -> No
     root = env_of(sidecar)["SIDECAR_ROOT"]
     node_env = one(default_docs, "ConfigMap", f"{FULLNAME}-env")["data"]
     assert node_env["LOCAL_SCRIPTS"] == link
+    # `{path}` in REST hooks is built on the node's view of the link, which is its LOCAL_SCRIPTS.
+    assert env_of(sidecar)["SIDECAR_NODE_SCRIPTS_PATH"] == node_env["LOCAL_SCRIPTS"]
     assert f'process "{link}/node-deployment/main.al"' in node["args"][0]
     assert node["command"] == ["/bin/sh", "-c"]
     assert {"configMapRef": {"name": f"{FULLNAME}-env"}} in node["envFrom"]
@@ -964,6 +969,7 @@ def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, 
             assert settings.enabled_checks(), "the node's ports must reach the sidecar's checks"
             assert settings.git_password_file is not None and settings.sync_token_file is not None
             assert (settings.kube != "off") == kube
+            assert str(settings.node_scripts) == env["LOCAL_SCRIPTS"]  # `{path}` as the node opens it
 
 
 # ---- the node never pays for the sidecar's troubles ------------------------------------------------------
@@ -1004,6 +1010,36 @@ def test_no_sidecar_failure_can_fail_the_node_liveness(helm: str, native: bool, 
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # a slow first boot
         # The only wait in the start command is bounded (the network env file, once, at start).
         assert "while [ ! -s" not in node["args"][0] or "-lt 60" in node["args"][0]
+
+
+def kubelet_get(port: int, probe: dict[str, Any]) -> int:
+    """The request kubelet's HTTP prober sends (its user agent, a fresh connection closed after it)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{probe['httpGet']['path']}",
+                                     headers={"User-Agent": "kube-probe/1.32", "Accept": "*/*"})
+    try:
+        with urllib.request.urlopen(request, timeout=probe.get("timeoutSeconds", 1)) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0  # refused or timed out: a failure for kubelet
+
+
+def test_node_liveness_probe_against_the_stand_in_node_with_no_sidecar(default_docs: list[dict[str, Any]]) -> None:
+    """The rendered startup and liveness probes, sent as kubelet sends them to the stand-in node while no
+    sidecar runs at all: they pass, and leave nothing in the node's logs; with the node's REST server
+    gone they fail (so they do watch the node)."""
+    node_container = container(pod_spec(default_docs), "node")
+    probes = [node_container["startupProbe"], node_container["livenessProbe"]]
+    with FakeNode("el-probe") as fake:
+        for probe in probes * 3:
+            assert probe["httpGet"]["port"] == "rest"  # the pod's REST port is the stand-in's here
+            assert kubelet_get(fake.rest.port, probe) == 200
+        counters = fake.counters()
+        assert counters["rest_health_checks"] == 6
+        assert counters["event_log_lines"] == 0 and counters["error_log_lines"] == 0
+        fake.rest.stop()
+        assert all(kubelet_get(fake.rest.port, probe) != 200 for probe in probes)
 
 
 def test_node_liveness_via_the_sidecar_is_opt_in(helm: str) -> None:

@@ -36,6 +36,10 @@ MODE one of native, container, seed.
       value: {{ include "edgelake-node.scriptsLink" $ | quote }}
     - name: SIDECAR_ROOT
       value: {{ include "edgelake-node.sidecarRoot" $ | quote }}
+    # The link as the node container sees it (its LOCAL_SCRIPTS): `{path}` in REST hooks is a file the
+    # node can open.
+    - name: SIDECAR_NODE_SCRIPTS_PATH
+      value: {{ include "edgelake-node.scriptsLink" $ | quote }}
     {{- if $v.fallback.enabled }}
     - name: SIDECAR_FALLBACK_DIR
       value: {{ include "edgelake-node.fallbackDir" $ | quote }}

@@ -157,7 +157,7 @@ def footprint(duration: float, interval: float, mode: str) -> dict[str, list[tup
 
 
 FULL_CLIENT = """
-import aiohttp, prometheus_client, structlog, watchfiles
+import aiohttp, prometheus_client, structlog
 def rss():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS:")).split()[1]) / 1024
 before = rss()
@@ -195,7 +195,7 @@ def main() -> None:
           f"{'met' if on <= GOAL_MB else 'NOT met'}")
     before, after = full_client_cost()
     print(f"for comparison, the whole official client with a CoreV1Api: {before:.1f} -> {after:.1f} MB "
-          f"(+{after - before:.1f} MB) on top of aiohttp, prometheus_client, structlog and watchfiles")
+          f"(+{after - before:.1f} MB) on top of aiohttp, prometheus_client and structlog")
 
 
 if __name__ == "__main__":

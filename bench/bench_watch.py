@@ -52,7 +52,7 @@ async def serve(link: str, root: str, port: int, watch: bool, debounce: str) -> 
     from sidecar.http.routes import Endpoints
     from sidecar.http.server import HttpServer
     from sidecar.state import State
-    from sidecar.watch import Watcher
+    from sidecar.watch.watcher import Watcher
 
     settings = config.load(["run", "--link", link, "--root", root, "--fallback-dir", root, "--kube", "off",
                             "--watch-debounce", debounce], environ={})

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import FrameType
 
 from sidecar import logs, progress
 from sidecar.backoff import Backoff, Retries
@@ -20,6 +24,7 @@ from sidecar.state import ComponentHealth, State
 log = logs.get("app")
 
 SHUTDOWN_GRACE = 4.0  # seconds; the whole stop fits in 5 s, well inside any pod grace period
+STOP_DEADLINE = 4.8  # seconds after SIGTERM: whatever still runs then (a thread in a blocking call) is cut
 RESTART_BACKOFF = Backoff.doubling(1.0, 30.0)  # waits before restarting a failed component
 STABLE_RUN = 60.0  # seconds; a component that ran this long before failing starts its backoff over
 
@@ -85,6 +90,39 @@ async def _supervise(component: Component, state: State) -> None:
             if time.monotonic() - started > STABLE_RUN:
                 retries.reset()
             await asyncio.sleep(retries.failed())
+
+
+def _busy_threads() -> list[str]:
+    """Threads other than this one and the main one that are doing something: name and where."""
+    frames = sys._current_frames()
+    out = []
+    for thread in threading.enumerate():
+        if thread in (threading.main_thread(), threading.current_thread()) or thread.ident not in frames:
+            continue
+        frame: FrameType | None = frames[thread.ident]
+        if frame is None or frame.f_code.co_name == "_worker":  # an idle executor worker, waiting for work
+            continue
+        calls: list[str] = []  # innermost first, a few deep: the blocking call and the work that made it
+        while frame is not None and len(calls) < 4 and frame.f_code.co_name not in ("run", "_worker"):
+            calls.append(f"{frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})")
+            frame = frame.f_back
+        out.append(f"{thread.name}: {' < '.join(calls)}")
+    return out
+
+
+def _hard_stop(tasks: list[asyncio.Task[None]]) -> None:
+    """The stop deadline passed: say what still ran, then end the process.
+
+    Worker threads of ``asyncio.to_thread`` cannot be cancelled and the interpreter waits for
+    them at exit, so one stuck in a blocking call would keep the pod terminating for its whole
+    grace period. Runs in a timer thread, so it fires even when the event loop is blocked.
+    """
+    log.error("stop_deadline_passed", seconds=STOP_DEADLINE, tasks=[t.get_name() for t in tasks if not t.done()],
+              threads=_busy_threads())
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def build_components(settings: Settings, state: State) -> list[Component]:
@@ -161,15 +199,26 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
         log.warning("node_type_refused", detail=warning)
 
     stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    # Armed at the first signal and never disarmed: it also covers the interpreter's exit, which
+    # waits for worker threads after this coroutine returned.
+    deadline = threading.Timer(STOP_DEADLINE, _hard_stop, args=(tasks,))
+    deadline.daemon = True
+
+    def on_stop() -> None:
+        if not stop.is_set():
+            deadline.start()
+        stop.set()
+
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_stop)
+    loop.add_signal_handler(signal.SIGINT, on_stop)
     loop.add_signal_handler(signal.SIGHUP, state.sync_now.set)
 
     components = build_components(settings, state)
     for c in components:  # all known before any starts: /livez names one that is not running yet
         state.components[c.name] = ComponentHealth(c.deadline)
-    tasks = [asyncio.create_task(_supervise(c, state), name=c.name) for c in components]
+    tasks += [asyncio.create_task(_supervise(c, state), name=c.name) for c in components]
     if ready is not None:
         ready.set()
     await stop.wait()

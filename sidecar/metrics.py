@@ -144,7 +144,7 @@ class StateCollector:
         yield _gauge("scripts_sync_consecutive_failures", "Failed syncs since the last success.",
                      sc.consecutive_failures)
         yield _gauge("scripts_local_edits", "Files changed, added or deleted locally in the published tree.",
-                     sc.local_edits)
+                     self.state.local_edits()[0])
         yield _gauge("scripts_conflict_files", "Files whose local edits conflict with the upstream update.",
                      len(sc.conflict_files))
         yield CounterMetricFamily(PREFIX + "scripts_revisions_published", "Revisions published since start.",

@@ -3,10 +3,10 @@
 Nothing here performs I/O. Each section has one writer; everyone else only reads it:
 
 - ``scripts``: ``scripts/report.py`` (the outcome of seed and sync) and the sync loop's
-  ``next_sync_time`` and first-publish error (``scripts/sync.py``). Exception, to be moved to the
-  scripts' side: ``watch.py`` rewrites ``local_edits``/``local_edit_files`` after each batch.
+  ``next_sync_time`` and first-publish error (``scripts/sync.py``).
 - ``checks[name]``: that check's ``checks/runner.py`` ``CheckRunner``.
-- ``watch``: ``watch.py``.
+- ``watch``: ``watch/watcher.py``. It keeps its own count of the local edits; readers take the
+  newer of the two counts through :meth:`State.local_edits`.
 - ``hooks[name]``: that hook's runner in ``hooks.py`` (the ``Hooks`` component creates the entries).
 - ``kube``: ``kube/``, one module per field: ``enabled``/``mode`` ``jobs.py``; ``namespace`` and
   ``first_request_time`` ``client.py``; ``problem``/``problems``/``api_errors`` ``health.py`` (on behalf
@@ -86,8 +86,9 @@ class ScriptsState:
     last_success_time: float | None = None
     next_sync_time: float | None = None
     consecutive_failures: int = 0
-    local_edits: int = 0
+    local_edits: int = 0  # as of edits_time (the watcher, when enabled, keeps its own count current)
     local_edit_files: list[str] = field(default_factory=list)
+    edits_time: float | None = None
     conflict_files: list[str] = field(default_factory=list)
     syncs: Counter[str] = field(default_factory=Counter)
     sync_duration: Histogram = field(default_factory=Histogram)
@@ -173,10 +174,16 @@ class CheckState:
 
 @dataclass
 class WatchState:
-    """Written by watch.py."""
+    """Written by watch/."""
 
-    running: bool = False  # a tree is being watched right now
+    running: bool = False  # a tree is being watched file by file right now
+    mode: str = "waiting"  # inotify | counting (too large, or no inotify) | waiting (no tree) | failed
     path: str | None = None  # the revision folder being watched (the link's target)
+    entries: int = 0  # files and folders watched one by one
+    local_edits: int | None = None  # the watcher's own count of the tree's edits, None until counted
+    local_edit_files: list[str] = field(default_factory=list)
+    edits_complete: bool = True  # False: a count capped by its size, or new folders counted once
+    edits_time: float | None = None
     changes: Counter[str] = field(default_factory=Counter)  # added | modified | deleted
     batches: int = 0  # debounced batches that held at least one change
     rearms: int = 0  # times the watch moved to a new or recreated tree
@@ -188,7 +195,11 @@ class WatchState:
         """The ``/status`` view."""
         return {
             "running": self.running,
+            "mode": self.mode,
             "path": self.path,
+            "entries": self.entries,
+            "local_edits": self.local_edits,
+            "edits_complete": self.edits_complete,
             "changes": dict(self.changes),
             "batches": self.batches,
             "rearms": self.rearms,
@@ -378,6 +389,17 @@ class State:
     loop_lag: float = 0.0
     shutting_down: bool = False
     sync_now: asyncio.Event = field(default_factory=asyncio.Event)  # set by POST /sync and SIGHUP
+
+    def local_edits(self) -> tuple[int, list[str]]:
+        """The freshest count of local edits: the publisher's (at its last sync) or the watcher's.
+
+        Each section has its own writer; readers (``/status``, the metrics) take the newer one.
+        """
+        s, w = self.scripts, self.watch
+        if w.local_edits is not None and w.edits_time is not None and (s.edits_time is None
+                                                                       or w.edits_time >= s.edits_time):
+            return w.local_edits, w.local_edit_files
+        return s.local_edits, s.local_edit_files
 
 
 def _iso(ts: float | None) -> str | None:

@@ -133,7 +133,7 @@ async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Pat
             # get several triggers to coalesce.
             await in_other_process(BURST, str(pub.link / "burst"), "10", "0.08")
             await in_other_process("import sys; open(sys.argv[1], 'w').write('x')", str(pub.link / "notes.txt"))
-            await eventually(lambda: len(state.scripts.local_edit_files) == 11, what="burst counted")
+            await eventually(lambda: len(state.watch.local_edit_files) == 11, what="burst counted")
             await settle(hs)
             assert state.watch.batches >= 3
             for h in hs:
@@ -154,7 +154,7 @@ async def test_a_burst_of_1000_writes_runs_each_hook_at_most_twice(tmp_path: Pat
             # per-file REST hook declines to replay it file by file.
             before = [sum(h.runs.values()) for h in hs]
             await in_other_process(BURST, str(pub.link / "bulk"), "1000", "0")
-            await eventually(lambda: len(state.scripts.local_edit_files) == 1011, what="bulk counted")
+            await eventually(lambda: len(state.watch.local_edit_files) == 1011, what="bulk counted")
             await settle(hs)
             for h, n in zip(hs, before, strict=True):
                 assert 1 <= sum(h.runs.values()) - n <= 2, (h.name, h.runs)

@@ -34,13 +34,12 @@ def test_a_file_name_that_is_not_utf8_does_not_kill_the_watch(tmp_path: Path, si
     rearms = sc.status()["watch"]["rearms"]
     with open(os.fsencode(link) + b"/caf\xe9.al", "wb") as f:  # as `touch $'caf\xe9.al'` does
         f.write(b"latin-1 name\n")
-    sc.wait_for(lambda: sc.status()["watch"]["last_error"] is not None, what="the watch notices")
-    assert sc.status()["components"]["watch"]["restarts"] == 0
+    # The watch reads names as bytes: the odd one is a change like any other, not a failure.
+    sc.wait_for(lambda: sc.status()["watch"]["changes"].get("added", 0) == 1, what="the odd name counted")
+    status = sc.status()
+    assert status["watch"]["last_error"] is None and status["watch"]["rearms"] == rearms
+    assert status["components"]["watch"]["restarts"] == 0
     assert sc.get("/livez")[0] == 200
-    # It re-arms (after a short pause; its full recount then covers edits made meanwhile) and keeps
-    # counting ordinary edits.
-    sc.wait_for(lambda: sc.status()["watch"]["rearms"] > rearms and sc.status()["watch"]["running"],
-                what="re-armed")
     (link / "main.al").write_text("edited\n")
     sc.wait_for(lambda: sc.status()["watch"]["changes"].get("modified", 0) >= 1, what="edit counted")
 

@@ -123,11 +123,12 @@ class Endpoints:
     def status(self, request: Request) -> Response:
         """Everything, as JSON; secrets redacted."""
         s = self.state
+        edits, edit_files = s.local_edits()  # the publisher's count or the watcher's, whichever is newer
         payload = {
             "version": __version__,
             "uptime_seconds": round(time.time() - s.started, 3),
             "config": self.settings.redacted(),
-            "scripts": s.scripts.as_dict(),
+            "scripts": {**s.scripts.as_dict(), "local_edits": edits, "local_edit_files": edit_files[:100]},
             "checks": {name: c.as_dict() for name, c in s.checks.items()},
             "watch": s.watch.as_dict(),
             "hooks": {name: h.as_dict() for name, h in s.hooks.items()},

@@ -52,6 +52,7 @@ def set_edits(ws: Workspace, edits: list[str]) -> None:
     """The current list of locally edited paths."""
     ws.state.scripts.local_edits = len(edits)
     ws.state.scripts.local_edit_files = edits
+    ws.state.scripts.edits_time = time.time()
 
 
 def sync_done(ws: Workspace, result: str, started: float, error: str | None = None,

@@ -26,7 +26,7 @@ async def publish_from_git(ws: Workspace) -> str:
         sha = await remote.resolve(ws.git, settings.repo, settings.ref)
         current_head = await head(ws, current)
         if current.source == "git" and current_head == sha:
-            if not ws.state.watch.running:  # while the watcher runs, it keeps the count current
+            if not settings.watch:  # the watcher, when enabled, keeps its own count current
                 report.set_edits(ws, await edited_paths(ws.git, current.path))
             return "noop"
     commit = await remote.fetch(ws.git, ws.repo, settings.repo, settings.ref, sha, settings.depth)

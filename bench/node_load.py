@@ -1,6 +1,6 @@
 """The load the sidecar puts on the node with default settings, and the lines it adds to the node's logs.
 
-    python bench/node_load.py [--seconds 600] [--runs 3]
+    python bench/node_load.py [--seconds 600] [--runs 3] [--sidecar-arg=--node-type=operator ...]
 
 Runs the sidecar with its default check settings (tcp, rest and broker every 5 s, jitter 10 %)
 against the stand-in node (tests/fakenode.py, which logs like the real node), from the scripts
@@ -21,9 +21,9 @@ from typing import Any
 from common import machine_note, median, node_and_sidecar
 
 
-def once(seconds: float) -> dict[str, Any]:
-    """One run: the node's counters after ``seconds`` of checks."""
-    with node_and_sidecar([]) as (node, sc):
+def once(seconds: float, extra: list[str]) -> dict[str, Any]:
+    """One run: the node's counters after ``seconds`` of checks (and whatever ``extra`` turns on)."""
+    with node_and_sidecar(extra) as (node, sc):
         sc.wait("/readyz", timeout=60)
         time.sleep(seconds)
         counters = node.stop()
@@ -35,8 +35,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sidecar-arg", action="append", default=[],
+                        help="a setting for the sidecar, e.g. --sidecar-arg=--node-type=operator (the policy reads)")
     args = parser.parse_args()
-    runs = [once(args.seconds) for _ in range(args.runs)]
+    runs = [once(args.seconds, args.sidecar_arg) for _ in range(args.runs)]
     start_lines = ["(ok) get status"]
 
     def at_start(counters: dict[str, Any]) -> int:

@@ -128,14 +128,16 @@ def _hard_stop(tasks: list[asyncio.Task[None]]) -> None:
 def build_components(settings: Settings, state: State) -> list[Component]:
     """The components this configuration enables; heavy modules are imported only when used.
 
-    Each deadline is about twice the longest single wait inside one piece of the component's work,
-    so only work that has stopped moving crosses it.
+    Each deadline is about twice the longest single wait inside one piece of the component's work
+    (for the scripts, the sync's own deadline plus one git call), so only work that has stopped
+    moving crosses it.
     """
     components = [Component("watchdog", lambda: _watchdog(state), settings.loop_lag_max)]
     from sidecar.scripts.sync import SyncLoop
 
-    # One sync: ls-remote and fetch (each bounded by --git-timeout), then the tree and file work.
-    components.append(Component("scripts", SyncLoop(settings, state).run, 4 * settings.git_timeout))
+    # A sync is cancelled at --sync-timeout: only one that has not ended a git call's time later is stuck.
+    components.append(Component("scripts", SyncLoop(settings, state).run,
+                                settings.sync_timeout + settings.git_timeout))
     # One client for every REST user (checks and hooks), so the node never sees two requests at once.
     node_rest = NodeRest(settings.node_host, settings.rest_port) if settings.rest_port is not None else None
     if settings.watch:
@@ -160,6 +162,12 @@ def build_components(settings: Settings, state: State) -> list[Component]:
             spec = CheckSpec.from_settings(settings, name)
             runner = CheckRunner(spec, state, client=node_rest)
             components.append(Component(f"check-{name}", runner.run, 2 * spec.timeout + 1))
+    if settings.policy_enabled() and node_rest is not None:
+        from sidecar.policy.runner import PolicyReader
+
+        # One read: the wait for the REST client (a hook may hold it) and the read itself.
+        components.append(Component("policy", PolicyReader(settings, state, node_rest).run,
+                                    2 * settings.rest_timeout + settings.hook_timeout))
     return components
 
 

@@ -67,6 +67,11 @@ def summary(status: dict[str, Any]) -> str:
             for name, c in checks.items()))
     else:
         lines.append("checks:   none enabled")
+    policy = (status.get("node") or {}).get("policy") or {}
+    if policy.get("enabled"):
+        verdict = policy.get("verdict") or "not read yet"
+        detail = policy.get("summary") if verdict != "match" else None
+        lines.append(f"policy:   {verdict}" + (f": {detail}" if detail else ""))
     down = [name for name, c in (status.get("components") or {}).items() if not c.get("alive")]
     if down:
         lines.append(f"stopped:  {', '.join(down)}")

@@ -7,11 +7,12 @@ Nothing here performs I/O. Each section has one writer; everyone else only reads
 - ``checks[name]``: that check's ``checks/runner.py`` ``CheckRunner``.
 - ``watch``: ``watch/watcher.py``. It keeps its own count of the local edits; readers take the
   newer of the two counts through :meth:`State.local_edits`.
-- ``hooks[name]``: that hook's runner in ``hooks.py`` (the ``Hooks`` component creates the entries).
+- ``hooks[name]``: that hook's runner in ``hooks/runner.py`` (``hooks/component.py`` creates the entries).
 - ``kube``: ``kube/``, one module per field: ``enabled``/``mode`` ``jobs.py``; ``namespace`` and
   ``first_request_time`` ``client.py``; ``problem``/``problems``/``api_errors`` ``health.py`` (on behalf
   of every job); ``identity*`` ``identity.py``; ``events_*`` ``events.py``; ``annotations``
   ``annotations.py``.
+- ``policy``: ``policy/runner.py`` ``PolicyReader``.
 - ``components[name]``, ``loop_lag``, ``shutting_down``: ``app.py`` (the supervisor and its watchdog),
   except ``components[name].activities``, which the component itself writes through its
   ``progress.Progress`` handle.

@@ -44,6 +44,11 @@ import threading
 import time
 from typing import Any
 
+try:  # imported as tests.fakenode (benches, some tests) or as fakenode (tests/ on the path, or run as a script)
+    from tests.fakepolicy import PolicyBook, install
+except ImportError:
+    from fakepolicy import PolicyBook, install  # type: ignore[no-redef]
+
 REST_WORKERS = 5
 TCP_WORKERS = 6
 BACKLOG = 5
@@ -534,6 +539,8 @@ class FakeNode:
         self.tcp = TcpServer(self.log, host, tcp_port)
         self.tcp.start()
         self.rest = RestServer(self.log, name, f"{host}:{self.tcp.port}", host, rest_port)
+        self.policies = PolicyBook()  # the network's metadata: blockchain get answers from it
+        install(self.rest, self.policies)
         self.broker = BrokerServer(self.log, host, broker_port)
         self.rest.start()
         self.broker.start()

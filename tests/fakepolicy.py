@@ -1,6 +1,7 @@
 """The network's metadata as the stand-in node answers it: ``blockchain get`` over a list of policies.
 
-Plugged into a :class:`fakenode.FakeNode` with :func:`install`. It answers as the node does: a GET
+Every :class:`fakenode.FakeNode` holds one book (``node.policies``, empty at first: the node then
+answers ``[]``, as a node whose network holds no policy of its own does). It answers as the node does: a GET
 command, a JSON list of ``{type: {fields}}`` policies (``[]`` when none), one ``(ok)`` event-log line
 per answered read (the stand-in's REST server writes it), and an unknown-command error for a
 ``blockchain get`` it cannot parse. Conditions are ``key = value`` pairs joined by ``and``; values may
@@ -13,9 +14,8 @@ from __future__ import annotations
 import json
 import shlex
 import threading
-from typing import Any
-
-from fakenode import FakeNode
+from collections.abc import Callable
+from typing import Any, Protocol
 
 OLD_POD_IP = "10.244.1.7"
 
@@ -74,11 +74,15 @@ class PolicyBook:
         return 200, json.dumps(found)
 
 
-def install(node: FakeNode, book: PolicyBook) -> None:
-    """Make ``node``'s REST server answer ``blockchain get`` from ``book`` (other commands as before)."""
-    execute = node.rest.execute
+class _Executes(Protocol):
+    execute: Callable[[str, str], tuple[int, str] | None]
+
+
+def install(rest: _Executes, book: PolicyBook) -> None:
+    """Make the stand-in's REST server answer ``blockchain get`` from ``book`` (other commands as before)."""
+    execute = rest.execute
 
     def answer(command: str, mode: str) -> tuple[int, str] | None:
         return book.answer(command) or execute(command, mode)
 
-    node.rest.execute = answer  # type: ignore[method-assign]
+    rest.execute = answer

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import structlog.testing
-from fakekube import FakeKube, client, kube_settings, pod, service, serving, until
+from fakekube import SERVICE, FakeKube, client, kube_settings, service, until
 from fakenode import FakeNode
-from fakepolicy import OLD_POD_IP, PolicyBook, install, policy
+from fakepolicy import OLD_POD_IP, PolicyBook, policy
 
 from sidecar import health
 from sidecar.backoff import Backoff
@@ -30,11 +30,6 @@ DRIFTED = policy("operator", "el-op", local_ip=OLD_POD_IP, id="drifted", date="2
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeKube]:
-    yield from serving(pod(), service())
-
-
-@pytest.fixture
 def node() -> Iterator[FakeNode]:
     with FakeNode("el-op") as stand_in:
         yield stand_in
@@ -44,6 +39,8 @@ class Pod:
     """One sidecar's state, its identity and Events jobs against fakekube, and its policy reader."""
 
     def __init__(self, fake: FakeKube, node: FakeNode, tmp_path: Path, *args: str) -> None:
+        if fake.get("services", SERVICE) is None:
+            fake.put(service())
         self.state = State()
         self.settings = kube_settings(tmp_path, "--node-type", "operator", "--rest-port", str(node.rest.port),
                                       "--policy-delay", "0", *args)
@@ -58,7 +55,9 @@ class Pod:
 
     def node_up(self, up: bool = True) -> None:
         """What the rest check writes when the node answers (or stops answering)."""
-        self.state.checks["rest"].up = up
+        rest = self.state.checks["rest"]
+        rest.up = up
+        rest.transitions += 1
 
     def kinds(self) -> list[type[Event]]:
         """The events published since the last call."""
@@ -71,8 +70,8 @@ class Pod:
 async def started(fake: FakeKube, node: FakeNode, tmp_path: Path, *policies: dict[str, Any],
                   args: tuple[str, ...] = ("--node-name", "el-op")) -> tuple[Pod, PolicyBook]:
     """A pod whose identity file is written, beside a node that holds ``policies``."""
-    book = PolicyBook(*policies)
-    install(node, book)
+    book: PolicyBook = node.policies
+    book.set(*policies)
     pod_ = Pod(fake, node, tmp_path, *args)
     await pod_.identity.refresh()
     return pod_, book
@@ -160,9 +159,8 @@ async def test_verdict_follows_the_service_address_and_the_node(fake: FakeKube, 
 async def test_without_kubernetes_the_shared_environment_is_the_identity(node: FakeNode, tmp_path: Path) -> None:
     from sidecar.config import load
 
-    book = PolicyBook(DRIFTED, policy("operator", "el-op", company="Acme Edge", local_ip="192.0.2.5", port=32548,
+    node.policies.set(DRIFTED, policy("operator", "el-op", company="Acme Edge", local_ip="192.0.2.5", port=32548,
                                       rest_port=32549, broker_port=None, id="env"))
-    install(node, book)
     env = {"NODE_TYPE": "master-operator", "NODE_NAME": "el-op", "COMPANY_NAME": "Acme Edge",
            "OVERLAY_IP": "192.0.2.5", "ANYLOG_SERVER_PORT": "32548", "ANYLOG_REST_PORT": str(node.rest.port)}
     settings = load(["run", "--fallback-dir", str(tmp_path), "--kube", "off"], env)
@@ -210,8 +208,8 @@ async def test_a_refused_or_garbled_answer_is_an_error_and_keeps_the_verdict(fak
 
 async def test_readiness_waits_for_a_matching_policy_only_when_asked(fake: FakeKube, node: FakeNode,
                                                                      tmp_path: Path) -> None:
-    book = PolicyBook(DRIFTED)
-    install(node, book)
+    book: PolicyBook = node.policies
+    book.set(DRIFTED)
     gated = Pod(fake, node, tmp_path, "--node-name", "el-op", "--ready-checks", "policy")
     reporting = Pod(fake, node, tmp_path, "--node-name", "el-op")
     for pod_ in (gated, reporting):
@@ -244,19 +242,19 @@ async def test_metrics_show_the_verdict(fake: FakeKube, node: FakeNode, tmp_path
 def test_the_running_sidecar_reads_reports_and_gates_on_the_policy(tmp_path: Path, sidecar_factory: Any) -> None:
     """The whole process: the component starts from the settings, reads after the node comes up, and
     reads again after the node restarts; /status, /metrics and /readyz follow."""
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, cli
 
     with FakeNode("el-op") as node:
         def declared(local_ip: str) -> dict[str, Any]:
             return policy("operator", "el-op", local_ip=local_ip, port=node.tcp.port, rest_port=node.rest.port,
                           broker_port=None, id=local_ip)
 
-        book = PolicyBook(declared("192.0.2.5"))
-        install(node, book)
+        book: PolicyBook = node.policies
+        book.set(declared("192.0.2.5"))
         sc = sidecar_factory(
             ["--fallback-dir", str(ROOT / "examples" / "deployment-scripts"), "--link", str(tmp_path / "vol" / "s"),
              "--kube", "off", "--tcp-port", str(node.tcp.port), "--rest-port", str(node.rest.port),
-             "--rest-interval", "0.2", "--rest-failure-threshold", "1", "--check-jitter", "0",
+             "--rest-interval", "0.3", "--rest-failure-threshold", "1", "--check-jitter", "0",
              "--policy-delay", "0", "--ready-checks", "rest,policy"],
             env={"NODE_TYPE": "operator", "NODE_NAME": "el-op", "OVERLAY_IP": "192.0.2.5"})
         sc.wait_for(lambda: sc.status()["node"]["policy"]["verdict"] == "match", what="policy match")
@@ -272,4 +270,17 @@ def test_the_running_sidecar_reads_reports_and_gates_on_the_policy(tmp_path: Pat
         assert code == 503
         assert f"[-]policy failed: policy {OLD_POD_IP} differs: local_ip {OLD_POD_IP} (expected 192.0.2.5)" in body
         assert "edgelake_sidecar_node_policy_matches 0.0" in sc.get("/metrics")[1]
+        summary = cli(["status", "--http-port", str(sc.port)]).stdout
+        assert f"policy:   drift: policy {OLD_POD_IP} differs: local_ip {OLD_POD_IP}" in summary
         assert len(book.reads) == 2
+
+
+async def test_a_node_that_refuses_the_read_gets_no_verdict(fake: FakeKube, node: FakeNode, tmp_path: Path) -> None:
+    pod_, book = await started(fake, node, tmp_path, MATCHING)
+    book.answer = lambda command: (400, '{"err_code": 9, "err_text": "Blockchain file not found"}')  # type: ignore
+    await pod_.reader.read_once()
+    p = pod_.state.policy
+    assert (p.verdict, p.matches, p.reads) == (None, None, {"error": 1})
+    assert p.last_error == "HTTP 400: err_code 9: Blockchain file not found"
+    assert health.policy_part(pod_.state) == health.Part(
+        "policy", False, "not read yet (last: HTTP 400: err_code 9: Blockchain file not found)")

@@ -18,9 +18,9 @@ from tests.published import eventually
 DEADLINE = 0.2
 
 
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, *args: str) -> Settings:
     return config.load(["run", "--fallback-dir", str(tmp_path), "--link", str(tmp_path / "scripts" / "l"),
-                        "--kube", "off"], environ={})
+                        "--kube", "off", *args], environ={})
 
 
 def livez(endpoints: Endpoints) -> tuple[int, str]:
@@ -163,6 +163,30 @@ async def test_a_failing_component_is_restarted_and_its_old_activity_forgotten(t
         assert [a.doing for a in health.activities.values()] == ["bus events"]
     finally:
         task.cancel()
+
+
+async def test_checks_and_hooks_say_what_they_wait_for(tmp_path: Path) -> None:
+    from sidecar.checks.runner import CheckRunner, CheckSpec
+    from sidecar.hooks.component import Hooks
+
+    s = settings(tmp_path, "--tcp-port", "1", "--on-publish-exec", "true")
+    state = State()
+    components = [app.Component("check-tcp", CheckRunner(CheckSpec.from_settings(s, "tcp"), state).run, 5.0),
+                  app.Component("hooks", Hooks(s, state, None).run, 5.0)]
+    tasks = [asyncio.create_task(app._supervise(c, state)) for c in components]
+
+    def doing(name: str) -> dict[str, str]:
+        health = state.components.get(name)
+        return {} if health is None else {part: a.doing for part, a in health.activities.items()}
+
+    try:
+        await eventually(lambda: doing("check-tcp") == {"": "the scripts to be published"}
+                         and doing("hooks") == {"": "bus events", "publish-exec": "a trigger"},
+                         what="both idle, saying on what")
+        assert progress.liveness(s, state) == []
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 # --- shutdown -------------------------------------------------------------------------------------------------------

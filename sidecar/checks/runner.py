@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from sidecar import health, logs
+from sidecar import health, logs, progress
 from sidecar.checks import broker, tcp
 from sidecar.checks.outcome import NOT_LISTENING, Outcome, Probe, failure
 from sidecar.checks.rest import RestProbe
@@ -133,10 +133,13 @@ class CheckRunner:
         # The node cannot be up before its scripts are (the chart starts it after /startupz), so
         # probing earlier would only log refusals and, worse, start /node/livez's failure clock
         # during a slow first seed.
+        report = progress.current()
+        report.waiting("the scripts to be published")
         await self.state.scripts.published_event.wait()
-        await asyncio.sleep(self.spec.initial_delay)
+        await report.sleep(self.spec.initial_delay, "the initial delay")
         while True:
             started = loop.time()
+            report.working("probing")
             await self.once()
             # Measured from the start of the run, so a slow probe does not stretch the period;
             # never negative, so a probe slower than the interval is followed at once, not in a burst.
@@ -144,9 +147,9 @@ class CheckRunner:
             crossing = self._livez_crossing()
             if crossing is not None and crossing < wake:
                 # /node/livez turns 503 between two runs: say so when it happens, not a run later.
-                await asyncio.sleep(max(0.0, crossing - loop.time()))
+                await report.sleep(max(0.0, crossing - loop.time()), "the /node/livez limit")
                 self._node_liveness()
-            await asyncio.sleep(max(0.0, wake - loop.time()))
+            await report.sleep(max(0.0, wake - loop.time()), "the next probe")
 
     async def once(self) -> CheckResult:
         """Run the probe once and record the result."""

@@ -6,6 +6,7 @@ import asyncio
 import shlex
 from fnmatch import fnmatchcase
 
+from sidecar import progress
 from sidecar.config import Settings
 from sidecar.events import Event, FilesChanged, ScriptsPublished, ScriptsSeeded
 from sidecar.hooks.process import ExecAction
@@ -47,7 +48,9 @@ class Hooks:
         async with asyncio.TaskGroup() as tg:
             for runner in (*self.runners["change"], *self.runners["publish"]):
                 tg.create_task(runner.run(), name=f"hook-{runner.name}")
+            report = progress.current()
             while True:
+                report.waiting("bus events")
                 self.dispatch(await self.queue.get())
 
     def dispatch(self, event: Event) -> None:

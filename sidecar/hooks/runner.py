@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sidecar import logs, procs
+from sidecar import logs, procs, progress
 from sidecar.backoff import Backoff
 from sidecar.bus import Bus
 from sidecar.events import HookRefused as HookRefusedEvent
@@ -57,17 +57,20 @@ class HookRunner:
         loop = asyncio.get_running_loop()
         last_start = -float("inf")
         refusals = 0  # refused runs of the trigger being retried
+        report = progress.current().part(self.name)  # runners run side by side: each is watched alone
         while True:
+            report.waiting("a trigger")
             await self._wake.wait()
             pause = last_start + self.min_interval - loop.time()
             if pause > 0:
-                await asyncio.sleep(pause)  # triggers arriving now join the pending one
+                await report.sleep(pause, "the pace")  # triggers arriving now join the pending one
             self._wake.clear()
             trigger, self._pending = self._pending, None
             self.hs.pending = False
             if trigger is None:
                 continue
             last_start = loop.time()
+            report.working("a run")
             result = await self._attempt(trigger)
             if result in ("ok", "skipped"):
                 refusals = 0
@@ -85,7 +88,7 @@ class HookRunner:
             self.hs.pending = True
             delay = self.backoff.delay(self.hs.consecutive_failures)
             self.hs.next_retry_time = time.time() + delay
-            await asyncio.sleep(delay)  # new triggers do not cut a backoff short
+            await report.sleep(delay, "a retry")  # new triggers do not cut a backoff short
             self.hs.next_retry_time = None
             self._wake.set()
 

@@ -18,7 +18,7 @@ import asyncio
 import time
 from typing import Protocol
 
-from sidecar import logs
+from sidecar import logs, progress
 from sidecar.config import Settings
 from sidecar.events import DuplicatePolicies, PolicyDrift, PolicyMatches
 from sidecar.noderest import NodeAnswer, NodeRestError
@@ -83,32 +83,39 @@ class PolicyReader:
         reported = rest.node_name if rest is not None else None
         return reported.split("@", 1)[0] or None if reported else None
 
-    def node_up(self) -> bool:
-        """The rest check says the node answers."""
+    def node_up(self) -> int | None:
+        """While the rest check says the node answers, a number that changes whenever it went down and
+        came back since (so a restart shorter than one look is not missed); None while it does not."""
         rest = self.state.checks.get("rest")
-        return rest is not None and rest.up is True
+        return rest.transitions if rest is not None and rest.up is True else None
 
     # -- the loop ----------------------------------------------------------------------------------
     async def run(self) -> None:
         """Read when due; forever."""
         p = self.state.policy
+        reports = progress.current()
         due: float | None = None  # monotonic time of the next read; None while the node is down
         planned_for: tuple[str | None, tuple[tuple[str, str], ...]] | None = None
+        seen_up: int | None = None
         while True:
             now = time.monotonic()
-            if not self.node_up():
+            up = self.node_up()
+            if up is None:
                 due = None
+                reports.waiting("node up")
             else:
                 _, fields = self.expected()
                 key = (self.node_name(), tuple(sorted(fields.items())))
-                if due is None:
+                if due is None or up != seen_up:
                     due = now + self.settings.policy_delay  # the node (re)started: it declares its policy
                 elif key != planned_for:
                     due = min(due, now + self.settings.policy_delay)
-                planned_for = key
+                planned_for, seen_up = key, up
                 if now >= due:
+                    reports.working("policy read")
                     await self.read_once()
                     due = time.monotonic() + self.settings.policy_interval
+                reports.waiting("next policy read", max(0.0, due - time.monotonic()) + self.tick)
             p.next_read_time = None if due is None else time.time() + max(0.0, due - time.monotonic())
             await asyncio.sleep(self.tick)
 
@@ -131,8 +138,9 @@ class PolicyReader:
         except NodeRestError as exc:
             self._failed(f"{exc.reason}: {exc}")
             return
-        if answer.status != 200:
-            self._failed(f"HTTP {answer.status} {answer.reason_phrase[:80]}: {answer.text[:120]}".strip())
+        refused = answer.error()
+        if refused is not None or answer.status != 200:
+            self._failed(refused or f"HTTP {answer.status} {answer.reason_phrase[:80]}".strip())
             return
         try:
             policies = compare.parse(answer.text)

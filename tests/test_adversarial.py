@@ -120,7 +120,8 @@ def test_fallback_and_adopted_folders_with_chained_links_are_refused(tmp_path: P
     found = tmp_path / "vol2" / "scripts"  # a plain folder where the link goes: adopted, unless hostile
     found.parent.mkdir()
     os.rename(fallback, found)
-    result = seed(found, "--fallback-dir", str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    result = seed(found, "--fallback-dir", str(tmp_path / "empty"))
     assert result.returncode == 1 and "points outside the tree" in result.stderr
     assert found.is_dir() and not found.is_symlink() and (found / "pw").is_symlink(), "the folder is untouched"
 
@@ -155,11 +156,18 @@ def test_a_submodule_cannot_copy_a_repository_of_the_pod_through_file_urls(tmp_p
     assert not leaked
 
 
-def _process_texts(*skip: int) -> tuple[list[bytes], list[str]]:
-    """Every process's argv and environment (but those of ``skip``), and the argv of git processes."""
+def _process_texts(own: int, sidecar: int, sidecar_argv: list[str]) -> tuple[list[bytes], list[str]]:
+    """Every process's argv and environment, and the argv of git processes; not this test's own,
+    nor the sidecar's, which the user gave the URL (nor a fork of it that has not exec'd yet)."""
     texts, gits = [], []
+    argv = b"\0".join(os.fsencode(a) for a in sidecar_argv) + b"\0"
     for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) in skip:
+        if not pid.isdigit() or int(pid) in (own, sidecar):
+            continue
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == argv:
+                continue
+        except OSError:
             continue
         for name in ("cmdline", "environ"):
             try:
@@ -178,13 +186,12 @@ def test_credentials_in_the_url_never_reach_a_child_process(tmp_path: Path) -> N
     link = tmp_path / "vol" / "scripts"
     with smart_http(tmp_path, tmp_path / "web", "edge", PASSWORD, rate="100k") as base:
         url = base.replace("http://", f"http://edge:{PASSWORD}@") + "/upstream.git"
-        proc = subprocess.Popen([sys.executable, "-m", "sidecar", "seed", "--link", str(link), "--repo", url],
-                                env=sidecar_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        argv = [sys.executable, "-m", "sidecar", "seed", "--link", str(link), "--repo", url]
+        proc = subprocess.Popen(argv, env=sidecar_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         leaked: list[bytes] = []
         seen: set[str] = set()
         while proc.poll() is None:
-            # The sidecar itself was given the URL by the user; none of its children may see it.
-            texts, gits = _process_texts(os.getpid(), proc.pid)
+            texts, gits = _process_texts(os.getpid(), proc.pid, argv)
             leaked += [t for t in texts if PASSWORD.encode() in t]
             seen.update(g for g in gits if "fetch" in g or "remote-http" in g)
         _, err = proc.communicate(timeout=120)

@@ -5,6 +5,8 @@
     <root>/revs/<name>.ok       marker: the revision was complete when it was published
     <root>/home/                HOME for git and ssh (scratch)
     <root>/tmp/                 scratch, emptied at start
+    <root>/tmp/index-<name>     a revision's snapshot index (stat data of its files)
+    <root>/tmp/retired-<name>/  an old revision waiting for the background sweep
     <root>/adopted-<ns>/        a tree found where the link should be, kept after adoption
     <root>/displaced-<ns>       a file found where the link should be, kept
     <root>/writer.lock          the one-writer lock (lock.py), naming its holder

@@ -63,7 +63,8 @@ async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True
                   known: tuple[Revision, str] | None = None, merge: Merge = trees.merge3) -> Outcome:
     """Publish ``commit`` as the new revision, carrying local edits per the policy.
 
-    ``known`` (a revision and its commit) saves a git call when the caller just read them;
+    ``known`` (a revision and its commit) saves a git call when the caller just read them.
+    ``commit``'s own tree must have passed the symlink check; what local edits add is checked here.
     ``merge`` replaces the 3-way merge of the edits (``resolve`` settles conflicts through it).
     """
     async with ws.lock:
@@ -128,9 +129,11 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
                 return Outcome("conflict", conflicts=late.conflicts)
             await trees.apply_tree(ws.git, rev.path, files, late.tree, index, keep=True)
             files, ours = late.tree, again
-        # Every symlink, whether upstream's or a local edit carried over, must stay inside.
+        # Every symlink must stay inside: upstream's tree was checked before it was fetched in
+        # (git) or imported (fallback); local edits carried over may add links of their own.
         report_progress.working("checking and flushing the revision")
-        await trees.check_tree_symlinks(ws.git, ws.repo, files)
+        if files != theirs:
+            await trees.check_tree_symlinks(ws.git, ws.repo, files)
         await asyncio.to_thread(ws.layout.mark_complete, rev, commit)
     except BaseException:
         await asyncio.shield(discard_revision(ws, rev))

@@ -188,6 +188,15 @@ async def _stop(tasks: list[asyncio.Task[None]], grace: float = SHUTDOWN_GRACE) 
 
 async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> int:
     """The ``run`` command: serve until SIGTERM/SIGINT; SIGHUP triggers a sync."""
+    from sidecar.scripts import lock
+
+    try:  # one writer per volume: a second run on the same link stops here, naming the first
+        await asyncio.to_thread(lock.hold, settings.revisions_root, "run", settings.pod_name)
+    except lock.Busy as exc:
+        log.error("volume_locked", error=str(exc))
+        return 1
+    except OSError as exc:  # a read-only volume: nobody can write beside us, the scripts side reports it
+        log.warning("writer_lock_unavailable", root=str(settings.revisions_root), error=str(exc))
     state = State()
     endpoints = Endpoints(settings, state)
     server = HttpServer(

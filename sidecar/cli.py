@@ -48,6 +48,8 @@ def summary(status: dict[str, Any]) -> str:
         source = scripts.get("source") or "?"
         ref = f" (ref {scripts.get('ref') or 'default'})" if source == "git" else ""
         lines.append(f"scripts:  {source} {revision[:12]}{ref}, published {scripts.get('published_time') or '?'}")
+    elif scripts.get("problem"):
+        lines.append(f"scripts:  NOT PUBLISHED: {scripts['problem']}")
     else:
         lines.append("scripts:  not published yet")
     result = scripts.get("last_sync_result") or "none yet"
@@ -58,8 +60,14 @@ def summary(status: dict[str, Any]) -> str:
         sync_line += f"; next {scripts['next_sync_time']}"
     lines.append(sync_line)
     edits = scripts.get("local_edit_files") or []
-    if edits or scripts.get("conflict_files"):
-        lines.append(f"edits:    {len(edits)} local, {len(scripts.get('conflict_files') or [])} in conflict")
+    conflicts = scripts.get("conflict_files") or []
+    if edits or conflicts:
+        line = f"edits:    {len(edits)} local, {len(conflicts)} in conflict"
+        if scripts.get("held_upstream"):
+            line += f", holding back upstream {scripts['held_upstream'][:12]}"
+        lines.append(line)
+    if conflicts:
+        lines.append("          settle with: edgelake-sidecar resolve --take upstream|mine [PATH...]")
     checks = status.get("checks") or {}
     if checks:
         lines.append("checks:   " + ", ".join(
@@ -72,14 +80,26 @@ def summary(status: dict[str, Any]) -> str:
         verdict = policy.get("verdict") or "not read yet"
         detail = policy.get("summary") if verdict != "match" else None
         lines.append(f"policy:   {verdict}" + (f": {detail}" if detail else ""))
-    down = [name for name, c in (status.get("components") or {}).items() if not c.get("alive")]
+    components = (status.get("components") or {}).items()
+    down = [name for name, c in components if not c.get("alive")]
     if down:
         lines.append(f"stopped:  {', '.join(down)}")
+    stuck = [f"{name} ({_doing(c.get('doing'))})" for name, c in components
+             if c.get("alive") and c.get("overdue_seconds") is not None]
+    if stuck:
+        lines.append(f"stuck:    {', '.join(stuck)}")
     problem = (status.get("kube") or {}).get("problem")
     if problem:
         lines.append(f"kube:     {problem}")
     lines.append("(edgelake-sidecar status -o yaml for everything)")
     return "\n".join(lines) + "\n"
+
+
+def _doing(parts: object) -> str:
+    """What a component's parts are doing, from its ``/status`` ``doing`` map."""
+    if not isinstance(parts, dict) or not parts:
+        return "?"
+    return "; ".join(str(p.get("doing", "?")) if isinstance(p, dict) else "?" for p in parts.values())
 
 
 def _age(seconds: object) -> str:
@@ -118,9 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.command == "status":
         return _status(settings)
     if settings.command == "seed":
-        from sidecar.scripts.seed import seed_command
+        from sidecar.scripts.commands import seed_command
 
         return asyncio.run(seed_command(settings))
+    if settings.command == "resolve":
+        from sidecar.scripts.commands import resolve_command
+
+        return asyncio.run(resolve_command(settings))
     if settings.command == "check":
         from sidecar.checks.runner import check_command
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
-COMMANDS = ("run", "seed", "check", "status", "version")
+COMMANDS = ("run", "seed", "check", "status", "resolve", "version")
 
 # Default (TCP, REST) ports by NODE_TYPE, as the node's set_params.al picks them; any other type
 # gets the generic ports, as on the node.
@@ -131,6 +131,8 @@ class Settings:
 
     command: str = "run"
     output: str = "summary"  # status only: summary, json or yaml
+    take: str | None = None  # resolve only: upstream or mine
+    paths: tuple[str, ...] = ()  # resolve only: the files to settle (none: every conflicting file)
 
     # --- general -------------------------------------------------------------------------------
     log_level: str = opt("--log-level", "choice", "info", "Lowest log level printed.",
@@ -396,7 +398,7 @@ class Settings:
         """Every setting as JSON-ready values; secret files show only whether they are set."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "output":  # how `status` prints, not how the sidecar runs
+            if f.name in ("output", "take", "paths"):  # how a command prints or what it settles, not settings
                 continue
             value = getattr(self, f.name)
             if f.metadata.get("secret"):
@@ -568,6 +570,7 @@ COMMAND_HELP = {
     "seed": "publish the scripts once (or sync once if published) and exit",
     "check": "run every enabled node check once and print a table",
     "status": "print a summary of a running sidecar (-o json|yaml: everything)",
+    "resolve": "settle a held conflict (--take upstream|mine [PATH...]) and publish at once",
     "version": "print the version",
 }
 OUTPUTS = ("summary", "json", "yaml")
@@ -604,6 +607,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "status":
             command.add_argument("-o", "--output", choices=OUTPUTS, default="summary",
                                  help="`summary` (default), or everything as `json` or `yaml`")
+        if name == "resolve":
+            command.add_argument("--take", choices=("upstream", "mine"), required=True,
+                                 help="upstream: take upstream's file (yours is kept under the root); "
+                                      "mine: keep your whole file")
+            command.add_argument("paths", nargs="*", metavar="PATH", help="files to settle (default: all in conflict)")
     return parser
 
 
@@ -631,7 +639,8 @@ def load(argv: Sequence[str] | None = None, environ: Env | None = None) -> Setti
         raise UsageError([f"a command is required: {', '.join(COMMANDS)} (see --help)"])
     if extras:
         raise UsageError([_unknown_arguments(parser, args.command, extras)])
-    values: dict[str, Any] = {"command": args.command, "output": getattr(args, "output", "summary")}
+    values: dict[str, Any] = {"command": args.command, "output": getattr(args, "output", "summary"),
+                              "take": getattr(args, "take", None), "paths": tuple(getattr(args, "paths", ()))}
     problems: list[str] = []
     for f in setting_fields():
         cli_value = getattr(args, f.name)

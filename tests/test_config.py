@@ -217,8 +217,10 @@ def test_cli_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
     (["status", "-o", "xml"], "edgelake-sidecar: argument -o/--output: invalid choice: 'xml' (choose from "
                               "'summary', 'json', 'yaml')"),
     (["deploy"], "edgelake-sidecar: argument COMMAND: invalid choice: 'deploy' (choose from 'run', 'seed', "
-                 "'check', 'status', 'version')"),
-    ([], "edgelake-sidecar: a command is required: run, seed, check, status, version (see --help)"),
+                 "'check', 'status', 'resolve', 'version')"),
+    ([], "edgelake-sidecar: a command is required: run, seed, check, status, resolve, version (see --help)"),
+    (["resolve", "--take", "theirs"], "edgelake-sidecar: argument --take: invalid choice: 'theirs' (choose from "
+                                      "'upstream', 'mine')"),
 ])
 def test_a_bad_command_line_gets_one_line_and_exit_2(args: list[str], line: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
@@ -227,7 +229,8 @@ def test_a_bad_command_line_gets_one_line_and_exit_2(args: list[str], line: str,
 
 
 @pytest.mark.parametrize("args", [[], ["--help"], ["--version"], ["run", "--help"], ["seed", "--help"],
-                                  ["check", "--help"], ["status", "--help"], ["version", "--help"]])
+                                  ["check", "--help"], ["status", "--help"], ["resolve", "--help"],
+                                  ["version", "--help"]])
 def test_help_and_the_bare_command_never_show_a_traceback(args: list[str]) -> None:
     result = cli(args)
     assert "Traceback" not in result.stderr, result.stderr

@@ -29,7 +29,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 # The build steps, as written in the Dockerfile's build stage (checked below) and run by this test.
 WHEEL_CMD = "pip wheel --no-deps --wheel-dir /dist ."
 VENV_CMD = "python -m venv --without-pip /opt/venv"
-INSTALL_CMD = "pip --python /opt/venv/bin/python install --only-binary :all: /dist/edgelake_sidecar-*.whl"
+INSTALL_CMD = "pip --python /opt/venv/bin/python install --no-compile --only-binary :all: /dist/edgelake_sidecar-*.whl"
+PRUNE_CMD = "/opt/venv/bin/python docker/prune_venv.py"
+COMPILE_CMD = "/opt/venv/bin/python -m compileall -q /opt/venv/lib"
+BUILD_CMDS = (WHEEL_CMD, VENV_CMD, INSTALL_CMD, PRUNE_CMD, COMPILE_CMD)
 BUILD_ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_CACHE_DIR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 COMPILERS = {"gcc", "g++", "cc", "c++", "clang", "make", "build-essential", "cpp", "libc6-dev", "python3-dev",
              "cargo", "rustc", "gfortran"}
@@ -131,12 +134,12 @@ def test_final_stage_has_git_ssh_certificates_and_no_compilers(dockerfile: str) 
 def test_build_stage_runs_the_commands_this_test_runs(dockerfile: str) -> None:
     build = stages(dockerfile)[0]
     runs = [rest for word, rest in build if word == "RUN"]
-    assert runs == [WHEEL_CMD, VENV_CMD, INSTALL_CMD]
+    assert runs == list(BUILD_CMDS)
     env = " ".join(rest for word, rest in build if word == "ENV")
     for name, value in BUILD_ENV.items():
         assert f"{name}={value}" in env
     copies = [rest for word, rest in build if word == "COPY"]
-    assert copies == ["pyproject.toml README.md ./", "sidecar ./sidecar"]
+    assert copies == ["pyproject.toml README.md ./", "sidecar ./sidecar", "docker/prune_venv.py ./docker/"]
 
 
 def test_read_only_root_filesystem_friendly(dockerfile: str) -> None:
@@ -197,8 +200,9 @@ def installed() -> Iterator[dict[str, Any]]:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     shutil.copytree(ROOT / "sidecar", src / "sidecar", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "docker", src / "docker", ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, **BUILD_ENV}
-    for command in (WHEEL_CMD, VENV_CMD, INSTALL_CMD):
+    for command in BUILD_CMDS:
         argv = shlex.split(command.replace("/opt/venv", str(venv)).replace("/dist", str(dist)))
         if argv[0] == "pip":
             argv = [sys.executable, "-m", *argv]
@@ -277,3 +281,41 @@ def test_installed_seed_publishes_the_fallback(installed: dict[str, Any]) -> Non
     assert link.is_symlink()
     main = link / "node-deployment" / "main.al"
     assert main.read_text() == (fallback / "node-deployment" / "main.al").read_text()
+
+
+def site_packages(installed: dict[str, Any]) -> Path:
+    return next(installed["venv"].glob("lib/python3*/site-packages"))
+
+
+def test_pruning_keeps_only_what_the_sidecar_imports(installed: dict[str, Any]) -> None:
+    site = site_packages(installed)
+    client = site / "kubernetes"
+    kept = sorted(str(p.relative_to(client)) for p in client.rglob("*.py"))
+    # What the sidecar loads of the client: the kubeconfig loader and its Configuration (sidecar/kube).
+    assert "config/kube_config.py" in kept and "client/configuration.py" in kept
+    assert not (client / "client" / "models").exists() and not (client / "aio").exists()
+    assert len(kept) < 20, kept
+    assert not (site / "pydantic").exists() and not (site / "pydantic_core").exists()  # only the models use it
+    assert (site / "urllib3").is_dir() and (site / "yaml").is_dir()  # the client's transport and kubeconfig need them
+    # Compiled once at build: the image's root filesystem is read-only, so nothing compiles at start.
+    assert list((client / "config" / "__pycache__").glob("kube_config.cpython-*.pyc"))
+    assert list((site / "sidecar" / "__pycache__").glob("cli.cpython-*.pyc"))
+    size = sum(p.stat().st_size for p in installed["venv"].rglob("*") if p.is_file() and not p.is_symlink())
+    assert size < 60_000_000, size  # 168 MB unpruned
+
+
+def test_prune_check_fails_when_a_used_module_is_missing(installed: dict[str, Any], tmp_path: Path) -> None:
+    """Control: the check the build runs really imports the client modules (one removed: it fails)."""
+    copy = tmp_path / "venv"
+    shutil.copytree(installed["venv"], copy, symlinks=True)
+    for path in [copy, *copy.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | 0o200)
+    loader = next(copy.glob("lib/python3*/site-packages")) / "kubernetes" / "config" / "kube_config.py"
+    loader.unlink()
+    for cached in loader.parent.glob("__pycache__/kube_config.*"):
+        cached.unlink()
+    result = subprocess.run([str(copy / "bin" / "python"), str(ROOT / "docker" / "prune_venv.py"), "--check"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode != 0
+    assert "cannot import what the sidecar uses" in result.stderr and "kube_config" in result.stderr

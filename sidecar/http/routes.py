@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sidecar import __version__, health, logs, progress
 from sidecar.config import Settings
 from sidecar.http.server import Request, Response
-from sidecar.state import State
+from sidecar.state import ResolveRequest, State
 
 if TYPE_CHECKING:
     from sidecar.metrics import Exposition
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 log = logs.get("http")
 
 JSON = "application/json"
+RESOLVE_WAIT = 300.0  # seconds a POST /resolve waits for the scripts component (a sync may run first)
 
 
 def _json(status: int, payload: object) -> Response:
@@ -74,6 +75,7 @@ class Endpoints:
             ("GET", "/metrics"): self.metrics,
             ("GET", "/status"): self.status,
             ("POST", "/sync"): self.sync,
+            ("POST", "/resolve"): self.resolve,
         }
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
@@ -140,22 +142,56 @@ class Endpoints:
         return _json(200, payload)
 
     # -- sync trigger ------------------------------------------------------------------------------
-    async def sync(self, request: Request) -> Response:
-        """Trigger a sync now; needs a bearer token or an ``X-Hub-Signature-256`` HMAC."""
+    async def _denied(self, request: Request, what: str) -> Response | None:
+        """None when the request carries the bearer token or the HMAC; else the answer that refuses it."""
         token_file = self.settings.sync_token_file
         hmac_file = self.settings.sync_hmac_secret_file
         if token_file is None and hmac_file is None:
-            return _text(404, "sync trigger is off (no --sync-token-file or --sync-hmac-secret-file)\n")
+            return _text(404, f"{what} is off (no --sync-token-file or --sync-hmac-secret-file)\n")
         try:
             if not await self._authorized(request, token_file, hmac_file):
-                log.warning("sync_trigger_denied", peer=request.peer)
+                log.warning("trigger_denied", what=what, peer=request.peer)
                 return Response(401, b"unauthorized\n", headers={"WWW-Authenticate": "Bearer"})
         except OSError as exc:
             log.error("sync_secret_unreadable", error=str(exc))
             return _text(500, "sync secret unreadable\n")
+        return None
+
+    async def sync(self, request: Request) -> Response:
+        """Trigger a sync now; needs a bearer token or an ``X-Hub-Signature-256`` HMAC."""
+        denied = await self._denied(request, "sync trigger")
+        if denied is not None:
+            return denied
         self.state.sync_now.set()
         log.info("sync_triggered", peer=request.peer)
         return _text(202, "sync triggered\n")
+
+    async def resolve(self, request: Request) -> Response:
+        """Settle a held conflict: ``{"take": "upstream"|"mine", "paths": [...]}``, authorized as ``/sync``.
+
+        The scripts component does the work between syncs; the answer waits for it (bounded).
+        """
+        denied = await self._denied(request, "resolve")
+        if denied is not None:
+            return denied
+        try:
+            body = json.loads(request.body or b"{}")
+            take, paths = body["take"], body.get("paths", [])
+            if take not in ("upstream", "mine") or not isinstance(paths, list) \
+                    or not all(isinstance(p, str) for p in paths) or len(paths) > 1000:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return _text(400, 'expected JSON {"take": "upstream" or "mine", "paths": [file, ...]}\n')
+        answer: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self.state.resolve_requests.put_nowait(ResolveRequest(take, tuple(paths), answer))
+        self.state.sync_now.set()
+        log.info("resolve_requested", take=take, paths=paths[:20], peer=request.peer)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(answer), RESOLVE_WAIT)
+        except TimeoutError:
+            answer.cancel()
+            return _text(504, "the scripts component did not get to it in time; nothing was changed\n")
+        return _json(200 if result.get("ok") else 409, result)
 
     async def _authorized(self, request: Request, token_file: Path | None, hmac_file: Path | None) -> bool:
         auth = request.headers.get("authorization", "")

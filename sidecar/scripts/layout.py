@@ -8,6 +8,9 @@
     <root>/tmp/index-<name>     a revision's snapshot index (stat data of its files)
     <root>/tmp/retired-<name>/  an old revision waiting for the background sweep
     <root>/adopted-<ns>/        a tree found where the link should be, kept after adoption
+    <root>/displaced-<ns>       a file found where the link should be, kept
+    <root>/writer.lock          the one-writer lock (lock.py), naming its holder
+    <root>/adoption.json        an adoption made by ``seed``, until ``run`` announces it
     <link> -> relative path to revs/<name>   (swapped with a temp link and rename())
 """
 
@@ -17,6 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -178,6 +182,55 @@ class Layout:
     def move_aside(self) -> Path:
         """Move a plain folder found at the link's path into the root (after adopting it)."""
         dest = self.root / f"adopted-{time.time_ns()}"
+        os.rename(self.link, dest)
+        return dest
+
+    # -- link inspection (what the probes say about the disk) -------------------------------------
+    def link_problem(self) -> str | None:
+        """Why no complete tree is published at the link right now, or None. A few lstat calls."""
+        try:
+            mode = os.lstat(self.link).st_mode
+        except FileNotFoundError:
+            return "the link is missing"
+        except OSError as exc:
+            return f"the link cannot be read ({exc.strerror})"
+        if stat.S_ISDIR(mode):
+            return "a folder is where the link should be"
+        if not stat.S_ISLNK(mode):
+            return "a file is where the link should be"
+        if not self.link_is_ours():
+            return "a symlink the sidecar did not write is where the link should be"
+        if not (self.repo / "HEAD").exists():
+            return "the scripts root is gone"
+        rev = self.current()
+        if rev is None:
+            return "the link points at no revision folder"
+        if not (self.revs / f"{rev.name}.ok").exists():
+            return "the revision the link points at is not marked complete"
+        return None
+
+    def link_is_ours(self) -> bool:
+        """The symlink at the link's path was written by us: it names a folder in ``revs`` (existing or not)."""
+        target = os.path.abspath(os.path.join(self.link.parent, os.readlink(self.link)))
+        return os.path.dirname(target) == os.path.abspath(self.revs)
+
+    @property
+    def adoption_record(self) -> Path:
+        """An adoption ``seed`` made, for the next ``run`` to show in ``/status`` and send as an Event."""
+        return self.root / "adoption.json"
+
+    def take_adoption_record(self) -> str | None:
+        """The record's text, removed once read (it is announced once); None when there is none."""
+        try:
+            text = self.adoption_record.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        self.adoption_record.unlink(missing_ok=True)
+        return text
+
+    def displace(self) -> Path:
+        """Move a file found at the link's path into the root, where a person finds it again."""
+        dest = self.root / f"displaced-{time.time_ns()}"
         os.rename(self.link, dest)
         return dest
 

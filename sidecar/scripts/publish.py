@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sidecar import progress
 from sidecar.scripts import report, reuse, trees
 from sidecar.scripts.edits import edited_paths, seed_index, snapshot
-from sidecar.scripts.git import GitError
+from sidecar.scripts.git import Git, GitError
 from sidecar.scripts.layout import Revision
 from sidecar.scripts.workspace import Workspace, log
 
+Merge = Callable[[Git, Path, str, str, str], Awaitable[trees.MergeResult]]  # (git, repo, base, ours, theirs)
 MAX_CATCH_UP = 3  # re-merges when edits keep arriving during one publication
 
 
@@ -57,14 +60,15 @@ async def discard_revision(ws: Workspace, rev: Revision) -> None:
 
 
 async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True,
-                  known: tuple[Revision, str] | None = None) -> Outcome:
+                  known: tuple[Revision, str] | None = None, merge: Merge = trees.merge3) -> Outcome:
     """Publish ``commit`` as the new revision, carrying local edits per the policy.
 
     ``known`` (a revision and its commit) saves a git call when the caller just read them.
     ``commit``'s own tree must have passed the symlink check; what local edits add is checked here.
+    ``merge`` replaces the 3-way merge of the edits (``resolve`` settles conflicts through it).
     """
     async with ws.lock:
-        return await _publish(ws, commit, source, carry, known)
+        return await _publish(ws, commit, source, carry, known, merge)
 
 
 async def _state_of(ws: Workspace, rev: Revision, known: str, base: str) -> str:
@@ -79,7 +83,7 @@ async def _state_of(ws: Workspace, rev: Revision, known: str, base: str) -> str:
 
 
 async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
-                   known: tuple[Revision, str] | None) -> Outcome:
+                   known: tuple[Revision, str] | None, merge: Merge) -> Outcome:
     policy = ws.settings.local_edits if carry else "discard"
     current = await asyncio.to_thread(ws.layout.current)
     keep_edits = current is not None and policy != "discard"
@@ -92,7 +96,7 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
     else:
         theirs = await trees.tree_of(ws.git, ws.repo, commit)
         base = ours = theirs
-    merged = await trees.merge3(ws.git, ws.repo, base, ours, theirs)
+    merged = await merge(ws.git, ws.repo, base, ours, theirs)
     if merged.tree is None:
         return Outcome("conflict", conflicts=merged.conflicts)
 

@@ -11,8 +11,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from sidecar.scripts import remote, trees
-from sidecar.scripts.edits import edited_paths
+from sidecar.scripts import basefind, remote, report, trees
+from sidecar.scripts.edits import edited_paths, seed_index
 from sidecar.scripts.git import GitError
 from sidecar.scripts.layout import Revision
 from sidecar.scripts.publish import cleanup, discard_revision, head, worktree_add
@@ -66,8 +66,12 @@ async def _clone_head(ws: Workspace, folder: Path) -> str | None:
 
 
 async def _refetch(ws: Workspace, commit: str | None) -> str | None:
-    """Fetch a known upstream commit again (after the repository was lost); None when impossible."""
-    if commit is None or ws.settings.repo is None:
+    """A known commit, fetched again when the repository lost it; None when impossible."""
+    if commit is None:
+        return None
+    if await remote.has_commit(ws.git, ws.repo, commit):
+        return commit
+    if ws.settings.repo is None:
         return None
     try:
         return await remote.fetch(ws.git, ws.repo, ws.settings.repo, commit, commit, ws.settings.depth)
@@ -76,28 +80,51 @@ async def _refetch(ws: Workspace, commit: str | None) -> str | None:
         return None
 
 
+async def _base_for(ws: Workspace, folder: Path, known_base: str | None) -> tuple[str, list[str]]:
+    """The base commit of an adopted tree, and the base's files to add to it (see :func:`adopt`)."""
+    base = await _refetch(ws, known_base)
+    if base is not None:
+        report.adopted(ws, basefind.Match(base, "the revision published before"))
+        return base, []
+    base = await _clone_head(ws, folder)
+    if base is not None:
+        report.adopted(ws, basefind.Match(base, "the folder's own clone"))
+        return base, []
+    match = await basefind.find_base(ws, folder)
+    if match.commit is not None:
+        report.adopted(ws, match)
+        return match.commit, match.not_moved
+    base = await fallback_commit(ws)
+    fallback = "the fallback folder's files" if base is not None else "an empty base: every file counts as an edit"
+    if base is None:
+        base = await trees.commit(ws.git, ws.repo, trees.EMPTY_TREE, "empty base")
+    report.adopted(ws, basefind.Match(None, f"{match.reason}; base: {fallback}"))
+    return base, []
+
+
 async def adopt(ws: Workspace, folder: Path, *, move_aside: bool, known_base: str | None = None) -> Revision:
     """Publish the files of ``folder`` as a revision whose base lets edits be recognised later.
 
     Base: ``known_base`` (the commit a broken revision was built from, fetched again), else the
-    folder's own clone HEAD when it has a usable ``.git`` (its edits are exact), else the fallback
-    folder's tree (the node image's copy of the same scripts), else the empty tree (every file then
-    counts as an edit, so an update conflicts instead of overwriting anything).
+    folder's own clone HEAD when it has a usable ``.git`` (its edits are exact), else the commit of
+    the configured ref's history whose files match best (a copy without ``.git``, see basefind),
+    else the fallback folder's tree (the node image's copy of the same scripts), else the empty
+    tree (every file then counts as an edit, so an update conflicts instead of overwriting anything).
     """
-    base = await _refetch(ws, known_base)
-    if base is None:
-        base = await _clone_head(ws, folder)
-    if base is None:
-        base = await fallback_commit(ws)
-    if base is None:
-        base = await trees.commit(ws.git, ws.repo, trees.EMPTY_TREE, "empty base")
+    base, not_moved = await _base_for(ws, folder, known_base)
+    # After the base: the blobs the base shares with the folder are in the repository by now,
+    # so importing writes only what the person changed.
     files = await trees.import_dir(ws.git, ws.repo, folder, ws.scratch("index"))
+    files = await basefind.restore(ws.git, ws.repo, files, base, not_moved, ws.scratch("index"))
     await trees.check_tree_symlinks(ws.git, ws.repo, files)  # a found tree is held to the same rule
     rev = ws.layout.new_revision("adopted", base)
     await worktree_add(ws, rev, base)
     try:
-        await trees.apply_tree(ws.git, rev.path, await trees.tree_of(ws.git, ws.repo, base), files,
-                               ws.scratch("index"))
+        # The checkout's own index (stat data) lets git write only the files the folder changed.
+        index = ws.layout.index_of(rev)
+        await asyncio.to_thread(seed_index, rev.path, index)
+        await trees.apply_tree(ws.git, rev.path, await trees.tree_of(ws.git, ws.repo, base), files, index,
+                               keep=True)
         await asyncio.to_thread(ws.layout.mark_complete, rev, base)
     except BaseException:
         await asyncio.shield(discard_revision(ws, rev))
@@ -131,23 +158,30 @@ async def _recover(ws: Workspace) -> Revision | None:
     await asyncio.to_thread(layout.prepare)
     await ensure_repo(ws)
     kind = await asyncio.to_thread(layout.link_kind)
+    published = await asyncio.to_thread(layout.published)
     if kind == "other":
-        raise SeedError(f"{layout.link} exists and is neither a folder nor a symlink")
+        if not published:  # nothing of ours was ever here: a wrong --link, not a replaced link
+            raise SeedError(f"{layout.link} exists and is neither a folder nor a symlink")
+        moved = await asyncio.to_thread(layout.displace)
+        report.moved_aside(ws, "file", str(moved))
+    if kind == "symlink" and not await asyncio.to_thread(layout.link_is_ours):
+        moved = await asyncio.to_thread(layout.displace)  # a person's link is kept, not overwritten
+        report.moved_aside(ws, f"symlink to {await asyncio.to_thread(moved.readlink)}", str(moved))
     if kind == "dir":
         if not await asyncio.to_thread(lambda: any(layout.link.iterdir())):
             await asyncio.to_thread(layout.link.rmdir)
         else:
             log.info("adopting_existing_tree", folder=str(layout.link))
-            current: Revision | None = await adopt(ws, layout.link, move_aside=True)
+            # A folder put where our link was: what it differs by from the last revision are edits.
+            known = await asyncio.to_thread(layout.recorded_commit, published[0]) if published else None
+            current: Revision | None = await adopt(ws, layout.link, move_aside=True, known_base=known)
             await cleanup(ws)
             return current
     current = await asyncio.to_thread(layout.current)
-    if current is None:
-        published = await asyncio.to_thread(layout.published)
-        if published:
-            current = published[0]
-            await asyncio.to_thread(layout.swap_link, current)
-            log.warning("link_repaired", folder=current.name)
+    if current is None and published:
+        current = published[0]
+        await asyncio.to_thread(layout.swap_link, current)
+        log.warning("link_repaired", folder=current.name)
     if current is not None and not await _healthy(ws, current):
         # The revision's git data is gone or corrupt: its files are what counts. Start the
         # repository anew if it is the culprit, then adopt the files as they are.

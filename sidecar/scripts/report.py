@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
-from sidecar.events import EditsConflict, EditsHeld, ScriptsSeeded, ScriptsUpdated, SyncFailed, SyncRecovered
+from sidecar.events import (
+    EditsConflict,
+    EditsHeld,
+    ScriptsAdopted,
+    ScriptsLost,
+    ScriptsSeeded,
+    ScriptsUpdated,
+    SyncFailed,
+    SyncRecovered,
+)
 from sidecar.scripts.layout import Revision
 from sidecar.scripts.workspace import Workspace, log
+
+if TYPE_CHECKING:
+    from sidecar.scripts.basefind import Match
 
 
 def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, seeded: bool) -> None:
@@ -21,6 +34,8 @@ def published(ws: Workspace, rev: Revision, commit: str, edits: list[str], *, se
     s.revision_dir = str(rev.path)
     s.published_time = time.time()
     s.revisions_published += 1
+    s.problem = None
+    s.held_upstream = None
     set_edits(ws, edits)
     s.conflict_files = []
     event, verb = (ScriptsSeeded, "seeded") if seeded or first else (ScriptsUpdated, "updated")
@@ -37,7 +52,55 @@ def found(ws: Workspace, rev: Revision, commit: str, edits: list[str]) -> None:
     s.ref = ws.settings.ref
     s.revision = commit
     s.revision_dir = str(rev.path)
+    s.problem = None
     set_edits(ws, edits)
+
+
+def adopted(ws: Workspace, match: Match) -> None:
+    """The base an adopted tree got (or why it got none): the log, ``/status`` and an Event."""
+    if match.commit is None:
+        log.warning("adoption_base_not_found", reason=match.reason, commits_searched=match.searched)
+    else:
+        log.info("adoption_base", base=match.commit, reason=match.reason, identical=match.identical,
+                 edited=match.edited[:20], added=match.added[:20], missing=match.missing[:20],
+                 not_moved=match.not_moved[:20])
+    adoption_known(ws, match.as_dict())
+
+
+def adoption_known(ws: Workspace, record: dict[str, Any]) -> None:
+    """Show an adoption (``Match.as_dict()``) in ``/status`` and as an Event: this process's, or the
+    one a ``seed`` run made before (it had no one to send the Event to)."""
+    ws.state.scripts.adoption = record
+    base = record.get("base")
+    counts = (f"{record.get('identical')} identical, {record.get('edited')} edited, {record.get('added')} added, "
+              f"{record.get('missing')} missing")
+    message = (f"adopted the tree found at the link on base {str(base)[:12]} ({record.get('reason')}; {counts})"
+               if base else f"adopted the tree found at the link without a matching upstream commit: "
+                            f"{record.get('reason')}")
+    ws.state.bus.publish(ScriptsAdopted(message=message, base=base, reason=str(record.get("reason")),
+                                        identical=int(record.get("identical") or 0),
+                                        edited=tuple(record.get("edited_files") or ()),
+                                        added=tuple(record.get("added_files") or ()),
+                                        missing=tuple(record.get("missing_files") or ())))
+
+
+def lost(ws: Workspace, problem: str) -> None:
+    """The published tree is not there any more (link or root gone or replaced): not ready until repaired."""
+    s = ws.state.scripts
+    first = s.problem is None
+    s.published = False
+    s.problem = problem
+    if first:
+        log.error("scripts_lost", problem=problem)
+        ws.state.bus.publish(ScriptsLost(message=f"the published scripts are gone: {problem}; repairing",
+                                         problem=problem))
+
+
+def moved_aside(ws: Workspace, what: str, where: str) -> None:
+    """A file or folder a person put where the link was is kept in the root."""
+    log.warning("link_path_content_kept", found=what, moved_to=where)
+    ws.state.bus.publish(ScriptsLost(message=f"a {what} was where the link should be; it is kept at {where}",
+                                     problem=f"a {what} is where the link should be", kept_at=where))
 
 
 def late_conflicts(ws: Workspace, files: list[str]) -> None:
@@ -84,17 +147,22 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
     s.consecutive_failures = 0
     s.last_sync_error = None
     s.last_success_time = now
+    held = s.held_upstream or "unknown"
     if result == "conflict":
         s.conflict_files = conflicts or []
-        bus.publish(EditsConflict(message="local edits conflict with the upstream update; keeping the current "
-                                  f"tree (files: {', '.join(s.conflict_files[:10])})", files=tuple(s.conflict_files)))
-        log.warning("sync_conflict", files=s.conflict_files)
+        bus.publish(EditsConflict(message=f"local edits conflict with upstream commit {held[:12]}; keeping the "
+                                  f"current tree (files: {', '.join(s.conflict_files[:10])}); settle it with "
+                                  "`edgelake-sidecar resolve --take upstream|mine`",
+                                  files=tuple(s.conflict_files), upstream=s.held_upstream))
+        log.warning("sync_conflict", files=s.conflict_files, upstream=s.held_upstream)
     elif result == "held":
-        bus.publish(EditsHeld(message=f"local edits hold an upstream update ({s.local_edits} files edited)",
-                              files=tuple(s.local_edit_files[:50])))
-        log.info("sync_held", edits=s.local_edits)
+        bus.publish(EditsHeld(message=f"local edits hold upstream commit {held[:12]} back "
+                              f"({s.local_edits} files edited)", files=tuple(s.local_edit_files[:50]),
+                              upstream=s.held_upstream))
+        log.info("sync_held", edits=s.local_edits, upstream=s.held_upstream)
     else:
         s.conflict_files = []
+        s.held_upstream = None
 
 
 def cleanup_done(ws: Workspace, failures: list[str], *, sweep: bool) -> None:

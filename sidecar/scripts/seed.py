@@ -1,18 +1,19 @@
-"""First publication: what is on the volume, else git (retried for a bounded time), else the fallback."""
+"""First publication: what is on the volume, else git (retried for a bounded time), else the fallback.
+
+``publish_from_git`` is also the body of every later sync (``sync.py``), which imports this module.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from sidecar.config import Settings
 from sidecar.scripts import remote, report, trees
 from sidecar.scripts.edits import edited_paths
 from sidecar.scripts.git import GitError
 from sidecar.scripts.publish import head, publish
 from sidecar.scripts.recover import SeedError, fallback_commit, recover
 from sidecar.scripts.workspace import Workspace, log
-from sidecar.state import State
 
 
 async def publish_from_git(ws: Workspace) -> str:
@@ -40,6 +41,7 @@ async def publish_from_git(ws: Workspace) -> str:
         return "ok"
     if outcome.result == "held":
         report.set_edits(ws, outcome.edits)
+    ws.state.scripts.held_upstream = commit  # the commit a hold or a conflict keeps back
     ws.state.scripts.conflict_files = outcome.conflicts
     return outcome.result
 
@@ -87,31 +89,3 @@ async def ensure_published(ws: Workspace) -> None:
         log.info("scripts_found", folder=current.name, source=current.source)
         return
     await first_seed(ws)
-
-
-async def seed_command(settings: Settings) -> int:
-    """``edgelake-sidecar seed``: publish once (or sync once when already published) and exit.
-
-    Exits 0 whenever a tree is published at the end, even if a sync of an existing tree failed,
-    so an init container never blocks a node that already has its scripts.
-    """
-    from sidecar.scripts.sync import sync_once
-
-    ws = Workspace.create(settings, State())
-    try:
-        current = await recover(ws)
-        if current is None:
-            await first_seed(ws)
-        else:
-            report.found(ws, current, await head(ws, current), await edited_paths(ws.git, current.path))
-            result = await sync_once(ws)
-            if result != "ok" and result != "noop":
-                log.warning("seed_sync_not_applied", result=result, error=ws.state.scripts.last_sync_error,
-                            conflicts=ws.state.scripts.conflict_files)
-    except (SeedError, GitError, trees.UnsafeTree, OSError) as exc:
-        log.error("seed_failed", error=str(exc))
-        return 1
-    await ws.settle()  # old revisions retired by this run are deleted before the process exits
-    s = ws.state.scripts
-    log.info("seed_done", source=s.source, revision=s.revision, link=str(settings.link), local_edits=s.local_edits)
-    return 0

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 
 from sidecar import progress
 from sidecar.config import Settings, is_sha
-from sidecar.scripts import maintain, report, trees
+from sidecar.scripts import lock, maintain, report, resolve, trees
 from sidecar.scripts.git import GitError
 from sidecar.scripts.publish import head
 from sidecar.scripts.recover import SeedError
@@ -57,13 +58,18 @@ async def sync_once(ws: Workspace) -> str:
     return result
 
 
+GUARD_PERIOD = 0.5  # seconds between looks at the link and the root: a lost tree is noticed within a second
+
+
 class SyncLoop:
-    """The ``scripts`` component of ``run``: publish first, then keep the tree in sync."""
+    """The ``scripts`` component of ``run``: publish first, then keep the tree in sync and whole."""
 
     def __init__(self, settings: Settings, state: State) -> None:
         self.settings = settings
         self.state = state
         self.ws = Workspace.create(settings, state)
+        self.repair = asyncio.Event()  # set by the guard: the published tree is gone or replaced
+        self.lock_lost = False
 
     def _delay(self, failures: int) -> float:
         period = self.settings.period
@@ -73,7 +79,7 @@ class SyncLoop:
         return period * random.uniform(1 - spread, 1 + spread)
 
     async def _wait(self, delay: float) -> None:
-        """Sleep ``delay`` seconds, or less when a sync is triggered (POST /sync, SIGHUP)."""
+        """Sleep ``delay`` seconds, or less when a sync is triggered (POST /sync, SIGHUP, a repair)."""
         self.state.scripts.next_sync_time = time.time() + delay
         progress.current().waiting("the next sync", delay)
         with contextlib.suppress(TimeoutError):
@@ -92,12 +98,65 @@ class SyncLoop:
                 log.error("seed_failed", error=str(exc), attempt=failures)
             await self._wait(min(self.settings.backoff_max, 2.0 ** min(failures, 10)))
 
+    async def _guard(self) -> None:
+        """Look at the link and the root every GUARD_PERIOD; on a problem, report it and ask for a repair."""
+        while True:
+            await asyncio.sleep(GUARD_PERIOD)
+            if self.repair.is_set() or self.ws.lock.locked():
+                continue  # a repair or a publication is under way: the link may be mid-change
+            problem, held = await asyncio.to_thread(self._look)
+            if not held:
+                self.lock_lost = True
+                problem = "another process took the volume's writer lock after the root was removed"
+            if problem is not None and not self.ws.lock.locked():
+                report.lost(self.ws, problem)
+                self.repair.set()
+                self.state.sync_now.set()
+
+    def _look(self) -> tuple[str | None, bool]:
+        """One look at the disk (a few lstat calls, in one thread hop): the link's problem, the lock held."""
+        return self.ws.layout.link_problem(), lock.check_held()
+
+    async def _repair(self) -> None:
+        log.warning("scripts_repairing", problem=self.state.scripts.problem)
+        progress.current().working("repairing the published tree")
+        if not await asyncio.to_thread(lock.check_held):  # the root may be new: its lock file too
+            self.lock_lost = True
+            return
+        await self._publish_first()
+        self.repair.clear()
+        log.info("scripts_repaired", revision=self.state.scripts.revision, source=self.state.scripts.source)
+
+    async def _announce_seeded_adoption(self) -> None:
+        """Show and send the adoption an init container's ``seed`` made (it had no one to tell)."""
+        text = await asyncio.to_thread(self.ws.layout.take_adoption_record)
+        if text is None:
+            return
+        try:
+            record = json.loads(text)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            log.warning("adoption_record_unreadable", error=str(exc))
+            return
+        report.adoption_known(self.ws, record)
+
     async def run(self) -> None:
         """Never returns; cancelled on shutdown (a publication in flight is atomic either way)."""
         await self._publish_first()
+        await self._announce_seeded_adoption()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._guard())
+            tg.create_task(self._loop())
+
+    async def _loop(self) -> None:
         started = time.monotonic()
         while True:
-            if pinned(self.settings) and self.state.scripts.source == "git" \
+            if self.lock_lost:
+                await asyncio.Event().wait()  # never write beside the writer that holds the lock now
+            if self.repair.is_set():
+                await self._repair()
+            elif pinned(self.settings) and self.state.scripts.source == "git" \
                     and self.state.scripts.revision == self.settings.ref:
                 self.state.scripts.next_sync_time = None
                 progress.current().waiting("a sync request")
@@ -107,5 +166,25 @@ class SyncLoop:
                 # Start to start: a sync's own duration does not stretch the period.
                 delay = self._delay(self.state.scripts.consecutive_failures)
                 await self._wait(max(0.0, started + delay - time.monotonic()))
+            await self._serve_resolves()
+            if self.repair.is_set() or self.lock_lost:
+                continue
             started = time.monotonic()
             await sync_once(self.ws)
+
+    async def _serve_resolves(self) -> None:
+        """Settle the conflicts people asked to settle (POST /resolve) before the next sync."""
+        queue = self.state.resolve_requests
+        while not queue.empty():
+            request = queue.get_nowait()
+            if request.answer.done():  # the asker gave up waiting
+                continue
+            progress.current().working("settling a conflict")
+            try:
+                result = await resolve.resolve(self.ws, request.take, request.paths)
+            except resolve.NotResolvable as exc:
+                request.answer.set_result({"ok": False, "error": str(exc)})
+            except (GitError, OSError) as exc:
+                request.answer.set_result({"ok": False, "error": f"resolve failed: {exc}"})
+            else:
+                request.answer.set_result({"ok": True, **result})

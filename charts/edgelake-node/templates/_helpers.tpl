@@ -45,13 +45,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Default node ports by type, as the node's own set_params.al sets them (docs/checks.md);
-tests/test_chart.py checks TCP and REST against sidecar.config.NODE_DEFAULT_PORTS.
+Default node ports by type, as the node's own set_params.al sets them (docs/checks.md; master-operator takes the
+operator's, master-publisher the publisher's); tests/test_chart.py checks TCP and REST against the
+sidecar's own defaults. The node starts a broker only when ANYLOG_BROKER_PORT is set: upstream's
+deployments run masters, operators and queries without one.
 */}}
 {{- define "edgelake-node.defaultPorts" -}}
 master: {tcp: 32048, rest: 32049, broker: 0}
-operator: {tcp: 32148, rest: 32149, broker: 32150}
+operator: {tcp: 32148, rest: 32149, broker: 0}
+master-operator: {tcp: 32148, rest: 32149, broker: 0}
 publisher: {tcp: 32248, rest: 32249, broker: 32250}
+master-publisher: {tcp: 32248, rest: 32249, broker: 32250}
 query: {tcp: 32348, rest: 32349, broker: 0}
 generic: {tcp: 32548, rest: 32549, broker: 32550}
 {{- end }}
@@ -88,10 +92,58 @@ syncLastSuccess: edgelake_sidecar_scripts_last_success_timestamp_seconds
 conflicts: edgelake_sidecar_scripts_conflict_files
 syncs: edgelake_sidecar_scripts_syncs_total
 syncFailures: edgelake_sidecar_scripts_sync_consecutive_failures
+policyMatches: edgelake_sidecar_node_policy_matches
+policies: edgelake_sidecar_node_policies
 {{- end }}
 
+{{/* An image reference: repository:tag, or repository:tag@digest when a digest is set. */}}
+{{- define "edgelake-node.image" -}}
+{{- $ref := printf "%s:%s" .image.repository (default .defaultTag .image.tag) }}
+{{- if .image.digest }}{{ $ref = printf "%s@%s" $ref .image.digest }}{{ end }}
+{{- $ref }}
+{{- end }}
 {{- define "edgelake-node.sidecarImage" -}}
-{{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) }}
+{{- include "edgelake-node.image" (dict "image" .Values.sidecar.image "defaultTag" .Chart.AppVersion) }}
+{{- end }}
+{{- define "edgelake-node.nodeImage" -}}
+{{- include "edgelake-node.image" (dict "image" .Values.node.image "defaultTag" "latest") }}
+{{- end }}
+
+{{/* Whether the git repository is reached over SSH (ssh://, git+ssh://, or scp-like user@host:path). */}}
+{{- define "edgelake-node.sshRepo" -}}
+{{- $repo := .Values.sidecar.git.repo }}
+{{- if or (hasPrefix "ssh://" $repo) (hasPrefix "git+ssh://" $repo) (regexMatch "^[^/:]+@[^/:]+:" $repo) }}true{{ end }}
+{{- end }}
+
+{{/* Where known_hosts comes from: value, configMap, secret, or nothing. */}}
+{{- define "edgelake-node.knownHostsSource" -}}
+{{- $k := .Values.sidecar.git.knownHosts }}
+{{- if $k.value }}value{{ else if $k.configMap.name }}configMap{{ else if $k.secret.name }}secret{{ end }}
+{{- end }}
+
+{{/*
+The pod volume behind one of the four node volumes (scripts, data, blockchain, home), as YAML
+{claim, subPath} for a claim the pod names, {} for a claim template or an emptyDir.
+*/}}
+{{- define "edgelake-node.volumeSource" -}}
+{{- $p := .ctx.Values.persistence }}
+{{- $vol := index $p .name }}
+{{- if $vol.existingClaim }}
+claim: {{ $vol.existingClaim | quote }}
+{{- else if $p.existingClaim }}
+claim: {{ $p.existingClaim | quote }}
+subPath: {{ .name }}
+{{- end }}
+{{- end }}
+
+{{/* A mount of one of the four node volumes: its subPath when it lives in the shared existing claim. */}}
+{{- define "edgelake-node.volumeMount" -}}
+{{- $src := include "edgelake-node.volumeSource" . | fromYaml }}
+- name: {{ .name }}
+  mountPath: {{ .mountPath }}
+  {{- with $src.subPath }}
+  subPath: {{ . }}
+  {{- end }}
 {{- end }}
 
 {{/* Cross-value checks the schema cannot say clearly; each fails with one plain sentence. */}}
@@ -107,6 +159,21 @@ syncFailures: edgelake_sidecar_scripts_sync_consecutive_failures
 {{- end }}
 {{- if and .Values.sidecar.kube.nodeExternalIP (not .Values.sidecar.kube.enabled) }}
 {{- fail "sidecar.kube.nodeExternalIP needs sidecar.kube.enabled" }}
+{{- end }}
+{{- $git := .Values.sidecar.git }}
+{{- $known := include "edgelake-node.knownHostsSource" . }}
+{{- if and (include "edgelake-node.sshRepo" .) (not $known) (not $git.insecureIgnoreHostKeys) }}
+{{- fail (printf "sidecar.git.repo %s is reached over SSH, but no host keys are given: set sidecar.git.knownHosts.value (e.g. the output of ssh-keyscan), .configMap.name or .secret.name; or, on a trusted network only, sidecar.git.insecureIgnoreHostKeys=true" $git.repo) }}
+{{- end }}
+{{- if gt (len (compact (list $git.knownHosts.value $git.knownHosts.configMap.name $git.knownHosts.secret.name))) 1 }}
+{{- fail "sidecar.git.knownHosts: set one of value, configMap.name and secret.name" }}
+{{- end }}
+{{- if and $known $git.insecureIgnoreHostKeys }}
+{{- fail "sidecar.git.insecureIgnoreHostKeys contradicts sidecar.git.knownHosts: host keys are given, so they are checked; unset one" }}
+{{- end }}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if and $pdb.enabled (eq (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable)) }}
+{{- fail "podDisruptionBudget: set exactly one of minAvailable and maxUnavailable (the other null)" }}
 {{- end }}
 {{- if and .Values.sidecar.git.username (not .Values.sidecar.git.passwordSecret.name) }}
 {{- fail "sidecar.git.username needs sidecar.git.passwordSecret.name (the password or token is read from that Secret)" }}

@@ -27,12 +27,19 @@ MODE one of native, container, seed.
     - configMapRef:
         name: {{ . }}
     {{- end }}
+    {{- with $v.extraEnvFrom }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   env:
     # SIDECAR_* names win over the node's LOCAL_SCRIPTS and ports in the shared ConfigMap.
     - name: SIDECAR_LINK
       value: {{ include "edgelake-node.scriptsLink" $ | quote }}
     - name: SIDECAR_ROOT
       value: {{ include "edgelake-node.sidecarRoot" $ | quote }}
+    # The link as the node container sees it (its LOCAL_SCRIPTS): `{path}` in REST hooks is a file the
+    # node can open.
+    - name: SIDECAR_NODE_SCRIPTS_PATH
+      value: {{ include "edgelake-node.scriptsLink" $ | quote }}
     {{- if $v.fallback.enabled }}
     - name: SIDECAR_FALLBACK_DIR
       value: {{ include "edgelake-node.fallbackDir" $ | quote }}
@@ -66,10 +73,10 @@ MODE one of native, container, seed.
     {{- if $v.git.sshSecret.name }}
     - name: SIDECAR_SSH_KEY_FILE
       value: {{ include "edgelake-node.gitSecretDir" $ }}/ssh/ssh-privatekey
-    {{- if $v.git.sshSecret.knownHostsKey }}
-    - name: SIDECAR_SSH_KNOWN_HOSTS_FILE
-      value: {{ include "edgelake-node.gitSecretDir" $ }}/ssh/known_hosts
     {{- end }}
+    {{- if include "edgelake-node.knownHostsSource" $ }}
+    - name: SIDECAR_SSH_KNOWN_HOSTS_FILE
+      value: {{ include "edgelake-node.gitSecretDir" $ }}/known-hosts/known_hosts
     {{- end }}
     {{- if $v.syncAuth.tokenSecret.name }}
     - name: SIDECAR_SYNC_TOKEN_FILE
@@ -128,8 +135,7 @@ MODE one of native, container, seed.
   securityContext:
     {{- toYaml $v.securityContext | nindent 4 }}
   volumeMounts:
-    - name: scripts
-      mountPath: {{ $.Values.persistence.scripts.mountPath }}
+    {{- include "edgelake-node.volumeMount" (dict "ctx" $ "name" "scripts" "mountPath" $.Values.persistence.scripts.mountPath) | nindent 4 }}
     - name: tmp
       mountPath: /tmp
     {{- if $v.fallback.enabled }}
@@ -153,6 +159,17 @@ MODE one of native, container, seed.
       mountPath: {{ include "edgelake-node.gitSecretDir" $ }}/ssh
       readOnly: true
     {{- end }}
+    {{- if include "edgelake-node.knownHostsSource" $ }}
+    - name: git-known-hosts
+      mountPath: {{ include "edgelake-node.gitSecretDir" $ }}/known-hosts
+      readOnly: true
+    {{- end }}
+    {{- if $v.kube.enabled }}
+    # The service-account token, in this container only (the pod does not automount it).
+    - name: kube-api-access
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+    {{- end }}
     {{- if $v.syncAuth.tokenSecret.name }}
     - name: sync-token
       mountPath: {{ include "edgelake-node.syncSecretDir" $ }}/token
@@ -162,5 +179,8 @@ MODE one of native, container, seed.
     - name: sync-hmac
       mountPath: {{ include "edgelake-node.syncSecretDir" $ }}/hmac
       readOnly: true
+    {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end }}

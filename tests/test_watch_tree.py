@@ -127,6 +127,18 @@ def test_build_reports_files_changed_since_a_moment(tree: Path) -> None:
     assert TreeIndex(tree, 100).build(since_ns=mark) == ["main.al", "policies/master.al"]
 
 
+def test_a_carried_file_whose_link_count_changes_is_no_edit(tree: Path, tmp_path: Path) -> None:
+    # Carried files are hard links shared with the previous revision: making or removing that
+    # revision moves their change time, which must not count as an edit; writing to them must.
+    mark = time.time_ns()
+    while time.time_ns() < mark + 20_000_000:
+        time.sleep(0.005)
+    os.link(tree / "main.al", tmp_path / "previous-revision-main.al")
+    assert TreeIndex(tree, 100).build(since_ns=mark) == []
+    (tree / "main.al").write_text("edited through the shared link")
+    assert TreeIndex(tree, 100).build(since_ns=mark) == ["main.al"]
+
+
 def pack(wd: int, mask: int, name: bytes = b"", cookie: int = 0) -> bytes:
     """One ``struct inotify_event`` as the kernel writes it (name padded with NULs)."""
     padded = name + b"\0" * (16 - len(name) % 16) if name else b""

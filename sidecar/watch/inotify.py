@@ -32,9 +32,10 @@ IN_DONT_FOLLOW = 0x02000000
 IN_EXCL_UNLINK = 0x04000000
 IN_ISDIR = 0x40000000
 
-# Everything that changes a file's content, mode or presence; never reads (the node reading its
-# scripts must cost nothing).
-CONTENT = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
+# Everything that changes a file's content or presence; never reads (the node reading its scripts
+# must cost nothing). Not IN_ATTRIB: carried files are hard links shared by consecutive revisions, so
+# making or removing a revision changes their link count, and that is the sidecar's work, not an edit.
+CONTENT = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
 SELF = IN_DELETE_SELF | IN_MOVE_SELF
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
 _READ_SIZE = 64 * 1024

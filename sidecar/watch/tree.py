@@ -148,7 +148,7 @@ class TreeIndex:
                         raise TooLarge(f"more than {self.limit} files and folders")
                     if since_ns is not None:
                         try:
-                            if entry.stat(follow_symlinks=False).st_ctime_ns > since_ns:
+                            if _changed_ns(entry.stat(follow_symlinks=False)) > since_ns:
                                 touched.append(child)
                         except OSError:
                             continue
@@ -281,3 +281,12 @@ class TreeIndex:
                 self.files.discard(gone)
                 out[gone] = Change.DELETED.value
             self._forget_dir(rel)
+
+
+def _changed_ns(st: os.stat_result) -> int:
+    """When a file was last changed by a person: its inode change time, which a file moved in also gets.
+
+    A file with more than one link is a carried file shared with another revision: making or removing
+    that revision moves its change time, so only its modification time tells an edit.
+    """
+    return st.st_mtime_ns if st.st_nlink > 1 else st.st_ctime_ns

@@ -97,7 +97,7 @@ class Sidecar:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, wait_live: bool = True, timeout: float = 20) -> Sidecar:
+    def start(self, wait_live: bool = True, timeout: float = 60) -> Sidecar:
         out: Any = subprocess.PIPE
         if self.log_path is not None:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -121,7 +121,7 @@ class Sidecar:
         result: dict[str, Any] = json.loads(body)
         return result
 
-    def wait_for(self, predicate: Any, timeout: float = 20, what: str = "condition") -> None:
+    def wait_for(self, predicate: Any, timeout: float = 60, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:

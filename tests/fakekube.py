@@ -401,7 +401,7 @@ def client(fake: FakeKube, tmp_path: Path, settings: Settings, state: KubeState)
     return KubeClient(settings, state, "in-cluster", environ, sa_dir)
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     """Wait (without blocking the loop) until ``predicate()`` is true."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -70,7 +70,7 @@ class Published:
         return target
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 20, what: str = "condition") -> None:
+async def eventually(predicate: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
     """Wait until ``predicate()`` holds; a bound on an outcome, not a timing assertion."""
     deadline = time.monotonic() + timeout
     while not predicate():

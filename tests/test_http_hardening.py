@@ -184,8 +184,9 @@ def test_clients_that_never_read_cannot_hold_the_port(sc: Sidecar) -> None:
                     s.sendall(request)
             hogs.append(s)
         probes_answer(sc)
-        # header timeout 1 s, then 1 s to flush, swept every 0.5 s: all dropped well within 10 s
-        deadline = time.monotonic() + 10
+        # header timeout 1 s, then 1 s to flush, swept every 0.5 s: dropped within seconds; the
+        # deadline is for a loaded machine
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(_tcp_state(s) == TCP_ESTABLISHED for s in hogs):
             time.sleep(0.2)
         assert all(_tcp_state(s) != TCP_ESTABLISHED for s in hogs)

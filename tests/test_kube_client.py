@@ -187,7 +187,7 @@ async def test_api_down_then_back(fake: FakeKube, tmp_path: Path) -> None:
 
 async def test_slow_api_times_out_and_never_blocks_the_loop(fake: FakeKube, tmp_path: Path) -> None:
     fake.put(service())
-    fake.delay = 3.0
+    fake.delay = 10.0
     api = client(fake, tmp_path, kube_settings(tmp_path, "--kube-timeout", "1.5"), KubeState())
     lags: list[float] = []
 
@@ -204,8 +204,11 @@ async def test_slow_api_times_out_and_never_blocks_the_loop(fake: FakeKube, tmp_
     elapsed = time.monotonic() - started
     task.cancel()
     assert slow.value.reason == "timeout"
-    assert 1.4 < elapsed < 2.9, elapsed  # the request timeout, not the server's 3 s
-    assert len(lags) > 50 and max(lags) < 0.5, max(lags)  # the loop kept turning (blocked, it would lag 1.5 s)
+    # Bounds from the design, not the machine's speed: the request gave up at its 1.5 s timeout, long
+    # before the server's 10 s answer; and the loop kept turning, where a blocking call would have
+    # stalled it for the whole timeout.
+    assert 1.4 < elapsed < fake.delay, elapsed
+    assert len(lags) >= 5 and max(lags) < 1.5, (len(lags), max(lags))
 
 
 def _imported_by_a_request(mode: str, environ: dict[str, str], sa_dir: Path) -> list[str]:

@@ -70,7 +70,7 @@ async def test_write_rate_is_bounded_and_counts_stay_right(fake: FakeKube, tmp_p
             state.bus.publish(DOWN if i % 2 else SyncFailed(message="git ls-remote: timeout", error="timeout"))
             await asyncio.sleep(0.01)
         # (and the job has seen its last write answered: it counts after the answer)
-        await until(lambda: sum(e["count"] for e in fake.events()) == 60 and not job.dirty, timeout=10)
+        await until(lambda: sum(e["count"] for e in fake.events()) == 60 and not job.dirty)
         elapsed = time.monotonic() - started
     finally:
         task.cancel()

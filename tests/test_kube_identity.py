@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import structlog.testing
-from fakekube import POD, SERVICE, FakeKube, client, kube_settings, node, service
+from fakekube import POD, SERVICE, FakeKube, client, kube_settings, node, service, until
 
 from sidecar.backoff import Backoff
 from sidecar.kube.health import Health
@@ -127,20 +127,13 @@ async def test_previous_file_is_kept_while_the_api_is_down(fake: FakeKube, tmp_p
     restarted = job(fake, tmp_path)  # the container restarts in the same pod; the API is down
     task = asyncio.create_task(restarted.run())
     try:
-        for _ in range(100):
-            if "identity" in restarted.state.problems:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: "identity" in restarted.state.problems)
         state = restarted.state
         assert state.identity_written and state.identity_source == "file"
         assert state.identity["OVERLAY_IP"] == "10.96.12.34"
         assert state.problems["identity"].startswith("unreachable")
         fake.start()
-        for _ in range(200):
-            if state.identity_source == "service":
-                break
-            await asyncio.sleep(0.02)
-        assert state.identity_source == "service" and state.problem is None
+        await until(lambda: state.identity_source == "service" and state.problem is None)
     finally:
         task.cancel()
 
@@ -151,14 +144,11 @@ async def test_api_down_at_start_then_up(fake: FakeKube, tmp_path: Path) -> None
     identity = job(fake, tmp_path)
     task = asyncio.create_task(identity.run())
     try:
-        await asyncio.sleep(0.5)
-        assert not identity.state.identity_written and identity.state.api_errors["unreachable"] >= 2
+        await until(lambda: identity.state.api_errors["unreachable"] >= 2)
+        assert not identity.state.identity_written
         fake.start()
-        for _ in range(200):
-            if identity.state.identity_written:
-                break
-            await asyncio.sleep(0.02)
-        assert identity.state.identity_written and identity.path.exists()
+        await until(lambda: identity.state.identity_written)
+        assert identity.path.exists()
     finally:
         task.cancel()
 

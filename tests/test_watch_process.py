@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,26 @@ def edit(path: Path) -> None:
     subprocess.run(["sh", "-c", f"echo '# edited' >> '{path}'"], check=True, timeout=10)
 
 
+def settle(sc: Any, log: Path, quiet: float = 2.0) -> dict[str, Any]:
+    """Wait until the change hook has nothing pending, every run is logged, and nothing moved for
+    ``quiet`` seconds; return its ``/status`` entry."""
+    def now() -> tuple[Any, ...]:
+        hook = sc.status()["hooks"]["change-exec"]
+        return hook["triggers"], sum(hook["runs"].values()), hook["pending"], len(runs(log))
+
+    last, since = now(), time.monotonic()
+    def quiet_for() -> bool:
+        nonlocal last, since
+        current = now()
+        if current != last:
+            last, since = current, time.monotonic()
+        return not current[2] and current[1] == current[3] and time.monotonic() - since >= quiet
+
+    sc.wait_for(quiet_for, what="the change hook settling")
+    hook: dict[str, Any] = sc.status()["hooks"]["change-exec"]
+    return hook
+
+
 def test_publications_and_pruning_never_fire_the_change_hook(tmp_path: Path, sidecar_factory: Any) -> None:
     upstream = Upstream(tmp_path, many_files(150))
     link = tmp_path / "vol" / "deployment-scripts"
@@ -43,7 +64,12 @@ def test_publications_and_pruning_never_fire_the_change_hook(tmp_path: Path, sid
                           "--on-change-exec", command])
     sc.wait_for(lambda: sc.status()["watch"]["running"], what="watch running")
     edit(link / "node-deployment/local_script.al")
-    sc.wait_for(lambda: len(runs(log)) == 1, what="the hook for the first edit")
+    sc.wait_for(lambda: len(runs(log)) >= 1, what="the hook for the first edit")
+    # One edit is usually one run; a shell paused between its write and its close on a busy machine
+    # gives two batches, and so two runs of the same file.
+    triggers = settle(sc, log)["triggers"]
+    first = runs(log)
+    assert first and all(r == ["node-deployment/local_script.al"] for r in first), first
     # Upstream moves on twelve times: each is a new revision (the edit carried), a link swap and
     # the pruning of a revision before it.
     for n in range(12):
@@ -52,11 +78,15 @@ def test_publications_and_pruning_never_fire_the_change_hook(tmp_path: Path, sid
                     what=f"revision {n} published")
     status = sc.status()
     assert status["scripts"]["local_edits"] == 1
+    assert settle(sc, log)["triggers"] == triggers, "a publication triggered the change hook"
+    assert runs(log) == first
     edit(link / "node-deployment/set_params.al")
-    sc.wait_for(lambda: len(runs(log)) >= 2, what="the hook for the second edit")
-    # Hook runs are in order: had any publication been announced, its run would come before this one.
-    assert runs(log) == [["node-deployment/local_script.al"], ["node-deployment/set_params.al"]]
-    assert sc.status()["watch"]["changes"] == {"modified": 2}
+    sc.wait_for(lambda: len(runs(log)) > len(first), what="the hook for the second edit")
+    hook = settle(sc, log)
+    second = runs(log)[len(first):]
+    assert second and all(r == ["node-deployment/set_params.al"] for r in second), second
+    # Each batch of the two edits is counted once and triggered the hook once; nothing else was.
+    assert sc.status()["watch"]["changes"] == {"modified": hook["triggers"]}
 
 
 def test_an_edit_right_after_startup_fires_its_hook(tmp_path: Path, sidecar_factory: Any) -> None:

@@ -15,6 +15,7 @@ growing by ``RETRY_GROWTH`` a run up to the interval."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import sys
 import time
@@ -24,7 +25,7 @@ from sidecar import health, logs, progress
 from sidecar.checks import broker, tcp
 from sidecar.checks.outcome import NOT_LISTENING, Outcome, Probe, failure
 from sidecar.checks.rest import RestProbe
-from sidecar.config import Settings
+from sidecar.config import CheckSettings, Settings
 from sidecar.events import CheckDown, CheckUp, NodeLivezFailing, NodeLivezOk
 from sidecar.noderest import NodeRest
 from sidecar.state import CheckResult, CheckState, State
@@ -36,18 +37,10 @@ RETRY_GROWTH = 1.5  # factor per run, up to the interval, while the port is open
 
 
 @dataclass(frozen=True)
-class CheckSpec:
-    """The settings of one check."""
+class CheckSpec(CheckSettings):
+    """The settings of one enabled check (its port is known), plus what only the runner needs."""
 
-    name: str
-    host: str
     port: int
-    interval: float
-    timeout: float
-    failure_threshold: int
-    success_threshold: int
-    initial_delay: float
-    jitter: float
     livez_after: float | None = None  # rest only: seconds of failure before /node/livez fails
 
     @classmethod
@@ -56,9 +49,7 @@ class CheckSpec:
         c = settings.check(name)
         if c.port is None:
             raise ValueError(f"check {name} is not enabled (no port)")
-        return cls(name=name, host=c.host, port=c.port, interval=c.interval, timeout=c.timeout,
-                   failure_threshold=c.failure_threshold, success_threshold=c.success_threshold,
-                   initial_delay=c.initial_delay, jitter=c.jitter,
+        return cls(**{**dataclasses.asdict(c), "port": c.port},
                    livez_after=settings.node_livez_after if name == "rest" else None)
 
     @property

@@ -163,3 +163,25 @@ async def test_name_conflict_and_server_error_are_retried(fake: FakeKube, tmp_pa
         task.cancel()
     assert state.kube.api_errors == {"conflict": 1, "server-error": 1}
     assert [r.verb for r in fake.received(resource="events")] == ["create", "create", "patch", "patch"]
+
+
+async def test_waiting_for_the_next_event_never_swallows_a_cancellation() -> None:
+    """An event that arrives in the same turn as the cancellation must not keep the job running.
+
+    On Python 3.11 ``asyncio.wait_for`` returns such an event instead of raising, and the job's loop
+    then waits for ever: a stop that never ends (seen as a test hanging until its timeout).
+    """
+    from sidecar.kube.health import next_event
+
+    for timeout in (None, 30.0):
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        task = asyncio.create_task(next_event(queue, timeout))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the task now waits in queue.get()
+        queue.put_nowait(SyncFailed(message="x", error="x"))
+        task.cancel()
+        try:
+            got = await task
+        except asyncio.CancelledError:
+            continue
+        raise AssertionError(f"timeout={timeout}: the cancellation was swallowed, the task returned {got!r}")

@@ -49,7 +49,10 @@ class Health:
 
 async def next_event(queue: asyncio.Queue[Event], timeout: float | None) -> Event | None:
     """The next bus event, or None after ``timeout`` seconds (None: wait as long as it takes)."""
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result of a get() that completes
+    # as the task is cancelled, swallowing the cancellation, and the caller's loop then waits for ever.
     try:
-        return await asyncio.wait_for(queue.get(), timeout)
+        async with asyncio.timeout(timeout):
+            return await queue.get()
     except TimeoutError:
         return None

@@ -82,8 +82,10 @@ class SyncLoop:
         """Sleep ``delay`` seconds, or less when a sync is triggered (POST /sync, SIGHUP, a repair)."""
         self.state.scripts.next_sync_time = time.time() + delay
         progress.current().waiting("the next sync", delay)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that meets a trigger.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.state.sync_now.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self.state.sync_now.wait()
         self.state.sync_now.clear()
 
     async def _publish_first(self) -> None:

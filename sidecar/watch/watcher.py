@@ -72,8 +72,10 @@ class Events:
 
     async def batch(self, step: float, cap: float, timeout: float) -> list[inotify.RawEvent]:
         """The next batch: wait up to ``timeout`` for a first event, then until ``step`` passes quietly."""
+        # asyncio.timeout, not wait_for, here and below: 3.11's wait_for can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.arrived.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.arrived.wait()
         deadline = self.loop.time() + cap
         while self.pending and not self.overflow:
             self.arrived.clear()
@@ -81,7 +83,8 @@ class Events:
             if remaining <= 0:
                 break
             try:
-                await asyncio.wait_for(self.arrived.wait(), min(step, remaining))
+                async with asyncio.timeout(min(step, remaining)):
+                    await self.arrived.wait()
             except TimeoutError:
                 break
         out, self.pending = self.pending, []

@@ -15,7 +15,10 @@ from sidecar.scripts.git import LISTING_CAP, Git
 
 # A snapshot's objects only live for the publication that makes it: the files stay the truth,
 # so they are not flushed one by one (that fsync was most of the cost of carrying many files).
-SNAPSHOT_CONFIG = {"GIT_CONFIG_PARAMETERS": "'core.fsync'='none'"}
+# Every file over one byte is streamed into one pack per ``git add`` instead of a loose object
+# file each: 20,000 added files cost one pack, not 20,000 file creations (10 s against 3 s
+# measured). Only the snapshot's own calls see this; merges still treat the files as text.
+SNAPSHOT_CONFIG = {"GIT_CONFIG_PARAMETERS": "'core.fsync'='none' 'core.bigFileThreshold'='1'"}
 
 STATUS_ARGS = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--no-renames")
 

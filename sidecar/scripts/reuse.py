@@ -25,26 +25,28 @@ def _link_all(old: Path, new: Path, paths: list[str]) -> list[str]:
 
     A path is skipped (git writes it instead) when its source is no longer a plain file or any
     folder on its way in the new tree is not a real folder (a link there could lead elsewhere).
+    Paths are plain strings: for 20,000 files, pathlib's objects cost more than the links.
     """
-    real_dirs: set[Path] = {new}
+    old_root, new_root = os.fspath(old), os.fspath(new)
+    real_dirs: set[str] = {""}
     linked = []
     for rel in paths:
-        dest = new / rel
-        if not _real_parents(dest.parent, real_dirs):
+        if not _real_parents(new_root, os.path.dirname(rel), real_dirs):
             continue
-        src = old / rel
+        src, dest = f"{old_root}/{rel}", f"{new_root}/{rel}"
         try:
-            if not stat.S_ISREG(src.lstat().st_mode):
+            if not stat.S_ISREG(os.lstat(src).st_mode):
                 continue
             os.link(src, dest, follow_symlinks=False)
         except FileExistsError:  # the new revision's own version of the file: replace it
-            tmp = dest.with_name(f".{dest.name}.sidecar-link")
+            head, name = os.path.split(dest)
+            tmp = f"{head}/.{name}.sidecar-link"
             try:
                 os.link(src, tmp, follow_symlinks=False)
                 os.replace(tmp, dest)
             except OSError:
                 with contextlib.suppress(OSError):
-                    tmp.unlink()
+                    os.unlink(tmp)
                 continue
         except OSError:
             continue
@@ -52,20 +54,21 @@ def _link_all(old: Path, new: Path, paths: list[str]) -> list[str]:
     return linked
 
 
-def _real_parents(folder: Path, real_dirs: set[Path]) -> bool:
-    """Make sure ``folder`` and its parents (inside the new tree) are real folders, creating missing ones."""
+def _real_parents(root: str, folder: str, real_dirs: set[str]) -> bool:
+    """Make sure ``root/folder`` and its parents below ``root`` are real folders, creating missing ones."""
     if folder in real_dirs:
         return True
-    if not _real_parents(folder.parent, real_dirs):
+    if not _real_parents(root, os.path.dirname(folder), real_dirs):
         return False
+    path = f"{root}/{folder}"
     try:
-        mode = folder.lstat().st_mode
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
         try:
-            folder.mkdir()
+            os.mkdir(path)
         except OSError:
             return False
-        mode = folder.lstat().st_mode
+        mode = os.lstat(path).st_mode
     if not stat.S_ISDIR(mode):
         return False
     real_dirs.add(folder)

@@ -23,6 +23,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,16 +288,16 @@ def remove_tree(path: Path, stop: threading.Event | None = None) -> str | None:
     """
     errors: list[str] = []
 
-    def unlink(target: str) -> None:
+    def remove(target: str, op: Callable[[str], None] = os.unlink) -> None:
         try:
-            os.unlink(target)
+            op(target)
         except FileNotFoundError:
             pass
         except OSError as exc:
             errors.append(f"{target}: {exc.strerror}")
 
     if path.is_symlink() or not path.is_dir():
-        unlink(str(path))
+        remove(str(path))
         return errors[0] if errors else None
     for dirpath, dirnames, filenames in os.walk(path, topdown=False):
         if stop is not None and stop.is_set():
@@ -304,22 +305,9 @@ def remove_tree(path: Path, stop: threading.Event | None = None) -> str | None:
         with contextlib.suppress(OSError):
             os.chmod(dirpath, 0o700)
         for name in filenames:
-            unlink(os.path.join(dirpath, name))
+            remove(os.path.join(dirpath, name))
         for name in dirnames:
             full = os.path.join(dirpath, name)
-            try:
-                if os.path.islink(full):
-                    os.unlink(full)
-                else:
-                    os.rmdir(full)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                errors.append(f"{full}: {exc.strerror}")
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        errors.append(f"{path}: {exc.strerror}")
+            remove(full, os.unlink if os.path.islink(full) else os.rmdir)
+    remove(str(path), os.rmdir)
     return errors[0] if errors and path.exists() else None

@@ -93,6 +93,11 @@ while True:
 """
 
 
+# Pushes a person makes are seconds apart, not back to back: each POST /sync comes this long after
+# the previous push became visible, so it measures one push's latency, not a queue of them.
+PUSH_GAP = 1.0
+
+
 def bench_push_to_visible(base: Path, up: Upstream, runs: int, mode: str, busy_disk: bool = False) -> list[float]:
     """``mode``: ``post`` (POST /sync) or ``poll``; ``busy_disk``: another process keeps writing 16 MB
     and flushing it on the same filesystem all along."""
@@ -120,6 +125,8 @@ def _push_to_visible(base: Path, up: Upstream, runs: int, mode: str) -> list[flo
             marker = f"{mode} {i} {time.time_ns()}\n"
             if mode == "poll":
                 time.sleep((i * 0.618034) % 1.0)  # pushes spread evenly over the phase of the 1 s period
+            else:
+                time.sleep(PUSH_GAP)
             up.commit({"node-deployment/main.al": marker})
             started = time.monotonic()
             if mode == "post":

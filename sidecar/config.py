@@ -819,3 +819,8 @@ def _is_within(path: Path, parent: Path) -> bool:
 def is_sha(ref: str | None) -> bool:
     """True when ``ref`` looks like a commit id rather than a branch or tag."""
     return ref is not None and bool(_SHA_RE.match(ref))
+
+
+def pinned(settings: Settings) -> bool:
+    """A full commit SHA never moves, so it is never polled once published."""
+    return settings.ref is not None and is_sha(settings.ref) and len(settings.ref) == 40

@@ -6,6 +6,7 @@
     <root>/home/                HOME for git and ssh (scratch)
     <root>/tmp/                 scratch, emptied at start
     <root>/tmp/index-<name>     a revision's snapshot index (stat data of its files)
+    <root>/tmp/spare-<n>/       a checkout of the published commit for the next publication (spare.py)
     <root>/tmp/retired-<name>/  an old revision waiting for the background sweep
     <root>/adopted-<ns>/        a tree found where the link should be, kept after adoption
     <root>/displaced-<ns>       a file found where the link should be, kept
@@ -54,6 +55,14 @@ class Revision:
             return int(self.name.rsplit("-", 1)[1])
         except (IndexError, ValueError):
             return 0
+
+
+@dataclass(frozen=True)
+class Spare:
+    """A clean checkout of ``commit`` at ``path`` in the scratch folder, for the next publication."""
+
+    path: Path
+    commit: str
 
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -153,11 +162,15 @@ class Layout:
         """Every revision folder, complete or not."""
         return [Revision(p) for p in self.revs.iterdir() if p.is_dir()]
 
-    def mark_complete(self, rev: Revision, commit: str) -> None:
-        """Record that ``rev`` is whole (before the link may point at it), with its full commit id."""
+    def mark_complete(self, rev: Revision, commit: str, *, flushed: bool = False) -> None:
+        """Record that ``rev`` is whole (before the link may point at it), with its full commit id.
+
+        ``flushed``: the caller has flushed the filesystem since the revision's last change.
+        """
         # The checked-out files must be on disk before a marker or a link can name them: after a
         # power loss, a link to empty files would look like a tree full of local edits.
-        sync_filesystem(rev.path)
+        if not flushed:
+            sync_filesystem(rev.path)
         marker = self.revs / f"{rev.name}.ok"
         marker.write_text(commit + "\n")
         _fsync_dir(self.revs)

@@ -14,6 +14,7 @@ import errno
 import os
 from pathlib import Path
 
+from sidecar.scripts import spare
 from sidecar.scripts.git import GitError
 from sidecar.scripts.layout import Layout, remove_tree
 from sidecar.scripts.publish import cleanup
@@ -72,6 +73,7 @@ async def free_space(ws: Workspace) -> None:
     sync can succeed once upstream is smaller again. The published tree is never touched."""
     async with ws.lock:
         dropped = await asyncio.to_thread(_drop_scratch, ws.layout)
+        await spare.discard(ws)
         await cleanup(ws)
         await ws.settle()
         await ws.git.run(["worktree", "prune"], git_dir=ws.repo, check=False)

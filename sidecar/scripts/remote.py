@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sidecar.config import is_sha
-from sidecar.scripts.git import Git, GitError, split_userinfo
+from sidecar.scripts.git import UNFLUSHED, Git, GitError, split_userinfo
 
 UPSTREAM_REF = "refs/sidecar/upstream"
 
@@ -61,7 +61,8 @@ async def fetch(git: Git, repo: Path, repo_url: str, ref: str | None, sha: str |
     bare repository under UPSTREAM_REF; return the commit.
 
     ``sha=None`` skips the ``ls-remote`` round trip: the first seed fetches the ref by name.
-    A branch may have moved since ``resolve``: the newer commit wins.
+    A branch may have moved since ``resolve``: the newer commit wins. Nothing is flushed here
+    (see ``UNFLUSHED``): the caller publishes, which flushes, or flushes itself.
     """
     if sha is not None and await has_commit(git, repo, sha):
         return sha
@@ -75,12 +76,12 @@ async def fetch(git: Git, repo: Path, repo_url: str, ref: str | None, sha: str |
     args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", *depth_args, "--",
             split_userinfo(repo_url)[0], f"+{want}:{UPSTREAM_REF}"]
     try:
-        await git.run(args, git_dir=repo, remote=True)
+        await git.run(args, git_dir=repo, remote=True, env=UNFLUSHED)
     except GitError as exc:
         if exc.reason == "ref-not-found" and want != sha:
             raise GitError(f"ref {ref or 'HEAD'!r} not found on the remote", reason="ref-not-found") from None
         if want != sha or ref is None or is_sha(ref):
             raise
         args[-1] = f"+{ref}:{UPSTREAM_REF}"  # a server that only serves advertised refs
-        await git.run(args, git_dir=repo, remote=True)
+        await git.run(args, git_dir=repo, remote=True, env=UNFLUSHED)
     return await git.out(["rev-parse", f"{UPSTREAM_REF}^{{commit}}"], git_dir=repo)

@@ -6,35 +6,50 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
+from sidecar.config import pinned
 from sidecar.scripts import remote, report, trees
 from sidecar.scripts.edits import edited_paths
 from sidecar.scripts.git import GitError
+from sidecar.scripts.layout import Revision, sync_filesystem
 from sidecar.scripts.publish import head, publish
 from sidecar.scripts.recover import SeedError, fallback_commit, recover
 from sidecar.scripts.workspace import Workspace, log
 
 
-async def publish_from_git(ws: Workspace) -> str:
-    """One git round: resolve the ref, fetch, check and publish; return the sync result."""
+async def publish_from_git(ws: Workspace, *, ask_first: bool = True) -> str:
+    """One git round: resolve the ref, fetch, check and publish; return the sync result.
+
+    ``ask_first=False`` (a sync someone asked for: upstream most likely moved) skips the cheap
+    ``ls-remote`` check and fetches the ref by name at once, one round trip fewer.
+    """
     settings = ws.settings
     assert settings.repo is not None
     current = await asyncio.to_thread(ws.layout.current)
     sha: str | None = None
     current_head: str | None = None
     if current is not None:  # the cheap check first; a first seed fetches by name straight away
-        sha = await remote.resolve(ws.git, settings.repo, settings.ref)
         current_head = await head(ws, current)
-        if current.source == "git" and current_head == sha:
-            if not settings.watch:  # the watcher, when enabled, keeps its own count current
-                report.set_edits(ws, await edited_paths(ws.git, current.path))
-            return "noop"
+        if ask_first or pinned(settings):
+            sha = await remote.resolve(ws.git, settings.repo, settings.ref)
+            if current.source == "git" and current_head == sha:
+                return await _unchanged(ws, current)
     commit = await remote.fetch(ws.git, ws.repo, settings.repo, settings.ref, sha, settings.depth)
-    await trees.check_tree_symlinks(ws.git, ws.repo, commit)
-    known = (current, current_head) if current is not None and current_head is not None else None
-    outcome = await publish(ws, commit, "git", known=known)
-    if outcome.result == "published" and outcome.revision is not None:
+    published = False
+    try:
+        if current is not None and current.source == "git" and current_head == commit:
+            return await _unchanged(ws, current)
+        await trees.check_tree_symlinks(ws.git, ws.repo, commit)
+        known = (current, current_head) if current is not None and current_head is not None else None
+        outcome = await publish(ws, commit, "git", known=known)
+        published = outcome.result == "published"
+    finally:
+        if not published:  # what the fetch wrote is flushed by a publication, else here
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(sync_filesystem, ws.repo)
+    if outcome.revision is not None:
         report.published(ws, outcome.revision, commit, outcome.edits, seeded=current is None)
         if outcome.conflicts:  # late edits that could not be carried: their folder is kept
             report.late_conflicts(ws, outcome.conflicts)
@@ -44,6 +59,13 @@ async def publish_from_git(ws: Workspace) -> str:
     ws.state.scripts.held_upstream = commit  # the commit a hold or a conflict keeps back
     ws.state.scripts.conflict_files = outcome.conflicts
     return outcome.result
+
+
+async def _unchanged(ws: Workspace, current: Revision) -> str:
+    """Upstream has not moved: nothing to publish."""
+    if not ws.settings.watch:  # the watcher, when enabled, keeps its own count current
+        report.set_edits(ws, await edited_paths(ws.git, current.path))
+    return "noop"
 
 
 async def _publish_fallback(ws: Workspace) -> None:

@@ -9,8 +9,8 @@ import random
 import time
 
 from sidecar import progress
-from sidecar.config import Settings, is_sha
-from sidecar.scripts import lock, maintain, report, resolve, trees
+from sidecar.config import Settings, pinned
+from sidecar.scripts import lock, maintain, report, resolve, spare, trees
 from sidecar.scripts.git import GitError
 from sidecar.scripts.publish import head
 from sidecar.scripts.recover import SeedError
@@ -19,13 +19,11 @@ from sidecar.scripts.workspace import Workspace, log
 from sidecar.state import State
 
 
-def pinned(settings: Settings) -> bool:
-    """A full commit SHA never moves, so it is never polled once published."""
-    return settings.ref is not None and is_sha(settings.ref) and len(settings.ref) == 40
+async def sync_once(ws: Workspace, *, asked: bool = False) -> str:
+    """One sync; returns ``ok``, ``noop``, ``held``, ``conflict`` or ``error`` (recorded in state).
 
-
-async def sync_once(ws: Workspace) -> str:
-    """One sync; returns ``ok``, ``noop``, ``held``, ``conflict`` or ``error`` (recorded in state)."""
+    ``asked``: someone asked for this sync (``POST /sync``, SIGHUP), so upstream most likely moved.
+    """
     started = time.monotonic()
     settings = ws.settings
     if settings.repo is None:
@@ -39,7 +37,7 @@ async def sync_once(ws: Workspace) -> str:
             if pinned(settings) and current is not None and current.source == "git" \
                     and await head(ws, current) == settings.ref:
                 return "noop"
-            result = await publish_from_git(ws)
+            result = await publish_from_git(ws, ask_first=not asked)
     except TimeoutError:
         report.sync_done(ws, "error", started, f"sync ran past its deadline ({settings.sync_timeout:g} s, "
                                                "--sync-timeout) and was cancelled")
@@ -78,15 +76,18 @@ class SyncLoop:
         spread = self.settings.jitter
         return period * random.uniform(1 - spread, 1 + spread)
 
-    async def _wait(self, delay: float) -> None:
-        """Sleep ``delay`` seconds, or less when a sync is triggered (POST /sync, SIGHUP, a repair)."""
+    async def _wait(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds, or less when a sync is triggered (POST /sync, SIGHUP, a repair);
+        return whether it was triggered."""
         self.state.scripts.next_sync_time = time.time() + delay
         progress.current().waiting("the next sync", delay)
         # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that meets a trigger.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await self.state.sync_now.wait()
+        asked = self.state.sync_now.is_set()
         self.state.sync_now.clear()
+        return asked
 
     async def _publish_first(self) -> None:
         failures = 0
@@ -146,6 +147,7 @@ class SyncLoop:
     async def run(self) -> None:
         """Never returns; cancelled on shutdown (a publication in flight is atomic either way)."""
         await self._publish_first()
+        spare.keep_ready(self.ws)
         await self._announce_seeded_adoption()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._guard())
@@ -154,6 +156,7 @@ class SyncLoop:
     async def _loop(self) -> None:
         started = time.monotonic()
         while True:
+            asked = False
             if self.lock_lost:
                 await asyncio.Event().wait()  # never write beside the writer that holds the lock now
             if self.repair.is_set():
@@ -164,15 +167,17 @@ class SyncLoop:
                 progress.current().waiting("a sync request")
                 await self.state.sync_now.wait()  # pinned: only an explicit trigger re-checks
                 self.state.sync_now.clear()
+                asked = True
             else:
                 # Start to start: a sync's own duration does not stretch the period.
                 delay = self._delay(self.state.scripts.consecutive_failures)
-                await self._wait(max(0.0, started + delay - time.monotonic()))
+                asked = await self._wait(max(0.0, started + delay - time.monotonic()))
             await self._serve_resolves()
             if self.repair.is_set() or self.lock_lost:
                 continue
             started = time.monotonic()
-            await sync_once(self.ws)
+            await sync_once(self.ws, asked=asked)
+            spare.keep_ready(self.ws)  # the next publication then writes only what upstream changed
 
     async def _serve_resolves(self) -> None:
         """Settle the conflicts people asked to settle (POST /resolve) before the next sync."""

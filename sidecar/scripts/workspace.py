@@ -12,7 +12,7 @@ from pathlib import Path
 from sidecar import logs
 from sidecar.config import Settings
 from sidecar.scripts.git import Credentials, Git, credential_scope, split_userinfo
-from sidecar.scripts.layout import Layout
+from sidecar.scripts.layout import Layout, Spare
 from sidecar.state import State
 
 
@@ -30,6 +30,8 @@ class Workspace:
     publications_since_gc: int = 0
     _sweeper: asyncio.Task[None] | None = None
     _sweep_again: bool = False
+    spare: Spare | None = None  # written by spare.py only
+    spare_task: asyncio.Task[None] | None = None
 
     @classmethod
     def create(cls, settings: Settings, state: State) -> Workspace:
@@ -71,9 +73,10 @@ class Workspace:
             on_failures(self, [str(exc)])
 
     async def settle(self) -> None:
-        """Wait for a background sweep (a one-shot command does before it exits)."""
-        if self._sweeper is not None:
-            await self._sweeper
+        """Wait for the background work: the sweep, the spare (a one-shot command does before it exits)."""
+        for task in (self._sweeper, self.spare_task):
+            if task is not None:
+                await task
 
     def scratch(self, what: str) -> Path:
         """A unique path in the scratch folder (for temporary index files)."""

@@ -14,6 +14,7 @@ from sidecar.scripts import trees
 from sidecar.scripts.edits import parse_status, snapshot
 from sidecar.scripts.git import Credentials, Git, GitError, credential_scope, split_userinfo
 from sidecar.scripts.layout import Layout, Revision, remove_tree
+from sidecar.scripts.loose import names_of
 from sidecar.scripts.remote import _parse_ls_remote
 from sidecar.scripts.trees import Entry, escapes
 from tests.gitrepos import git
@@ -133,18 +134,16 @@ def test_merge3_carries_clean_edits_and_names_conflicts(repo: tuple[Git, Path], 
     assert asyncio.run(trees.merge3(g, path, base, ours, base)).tree == ours
 
 
-def test_changed_paths_and_the_listing_of_a_large_tree(repo: tuple[Git, Path], tmp_path: Path) -> None:
+def test_the_listings_of_a_large_tree_are_whole(repo: tuple[Git, Path], tmp_path: Path) -> None:
     g, path = repo
     long = "a-folder-name-long-enough-to-make-the-listing-large-" * 2
     many = {f"{long}{i % 7}/file-with-a-long-name-{i:05d}.al": f"{i}\n" for i in range(2500)}
-    old = import_files(g, path, tmp_path / "old", many)
-    first = f"{long}0/file-with-a-long-name-00000.al"
-    new = import_files(g, path, tmp_path / "new", {**many, first: "changed\n", "extra.al": "x\n"})
-    changed = asyncio.run(trees.changed_paths(g, path, old, new))
-    assert sorted(p for _, _, p in changed) == [first, "extra.al"]
-    # More than the default output cap: the listing is whole, never cut.
-    entries = asyncio.run(trees.tree_entries(g, path, new))
+    tree = import_files(g, path, tmp_path / "t", {**many, "extra.al": "x\n"})
+    # More than the default output cap: the listings are whole, never cut.
+    entries = asyncio.run(trees.tree_entries(g, path, tree))
     assert len([e for e in entries.values() if e.kind == "file"]) == 2501
+    names = asyncio.run(names_of(g, path, [tree]))
+    assert len(names.files) == 2501 and len(names.all) == 2508
 
 
 def test_output_past_the_cap_is_an_error_not_a_cut(repo: tuple[Git, Path], tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 from pathlib import Path
 
 from sidecar.scripts import spare
@@ -81,6 +82,50 @@ async def free_space(ws: Workspace) -> None:
         result = await ws.git.run(["prune", "--expire=now"], git_dir=ws.repo, check=False)
     log.warning("disk_full_cleaned", scratch_removed=dropped, prune_ok=result.returncode == 0,
                 free_bytes=await asyncio.to_thread(_free_bytes, ws.layout.root))
+
+
+ZLIB_HEADERS = (b"\x78\x01", b"\x78\x5e", b"\x78\x9c", b"\x78\xda")
+
+
+def _damaged(path: Path, magic: bytes | tuple[bytes, ...]) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True
+    return not head.startswith(magic)
+
+
+def drop_damaged(layout: Layout) -> list[str]:
+    """Delete what a power loss can leave of files git wrote without flushing (see ``UNFLUSHED``):
+    empty or zero-filled loose objects, packs and refs. They only ever hold what the last fetch
+    brought, which the next fetch brings again. Returns what was deleted. Blocking."""
+    dropped: list[str] = []
+    objects = layout.repo / "objects"
+    for path in objects.glob("??/*"):
+        if _damaged(path, ZLIB_HEADERS):
+            dropped.append(str(path.relative_to(layout.repo)))
+            path.unlink(missing_ok=True)
+    for pack in objects.glob("pack/pack-*.pack"):
+        idx = pack.with_suffix(".idx")
+        if _damaged(pack, b"PACK") or _damaged(idx, b"\377tOc"):
+            for part in pack.parent.glob(f"{pack.stem}.*"):
+                dropped.append(str(part.relative_to(layout.repo)))
+                part.unlink(missing_ok=True)
+    for ref in (layout.repo / "refs").rglob("*"):
+        if ref.is_file() and not re.fullmatch(rb"[0-9a-f]{40}\n?", ref.read_bytes()):
+            dropped.append(str(ref.relative_to(layout.repo)))
+            ref.unlink(missing_ok=True)
+    return dropped
+
+
+async def repair(ws: Workspace) -> bool:
+    """After git found the repository damaged: drop the damaged files. Whether any were dropped."""
+    async with ws.lock:
+        dropped = await asyncio.to_thread(drop_damaged, ws.layout)
+    if dropped:
+        log.warning("repository_repaired", dropped=dropped[:20], count=len(dropped))
+    return bool(dropped)
 
 
 def _free_bytes(path: Path) -> int:

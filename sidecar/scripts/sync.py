@@ -37,7 +37,12 @@ async def sync_once(ws: Workspace, *, asked: bool = False) -> str:
             if pinned(settings) and current is not None and current.source == "git" \
                     and await head(ws, current) == settings.ref:
                 return "noop"
-            result = await publish_from_git(ws, ask_first=not asked)
+            try:
+                result = await publish_from_git(ws, ask_first=not asked)
+            except GitError as exc:
+                if exc.reason != "corrupt" or not await maintain.repair(ws):
+                    raise
+                result = await publish_from_git(ws, ask_first=False)  # once, on the repaired repository
     except TimeoutError:
         report.sync_done(ws, "error", started, f"sync ran past its deadline ({settings.sync_timeout:g} s, "
                                                "--sync-timeout) and was cancelled")

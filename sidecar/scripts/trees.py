@@ -110,18 +110,6 @@ async def apply_tree(git: Git, worktree: Path, old: str, new: str, index_file: P
             await asyncio.to_thread(discard_index, index_file)
 
 
-async def changed_paths(git: Git, repo: Path, old: str, new: str) -> list[tuple[str, str, str]]:
-    """(mode, blob, path) in ``new`` of every path that differs from ``old`` (deletions left out)."""
-    out = await git.run(["diff-tree", "-r", "-z", "--no-renames", old, new], git_dir=repo, cap=LISTING_CAP)
-    fields = out.stdout.split(b"\0")
-    changed = []
-    for meta, path in zip(fields[0::2], fields[1::2], strict=False):
-        _, mode, _, blob, status = meta.decode().split(" ")
-        if status != "D":
-            changed.append((mode, blob, path.decode(errors="surrogateescape")))
-    return changed
-
-
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit: a longer chain is refused, not followed
 
 

@@ -121,14 +121,20 @@ def test_merge_links_takes_late_changes_and_reports_both_sided_ones() -> None:
     assert conflicts == ["both"]
 
 
-def test_a_sync_carries_loose_files_as_links_without_storing_them_in_git(tmp_path: Path) -> None:
+async def published(tmp_path: Path, *args: str) -> tuple[Upstream, Path, Workspace]:
+    """An upstream repository and a workspace that has published it at ``vol/scripts``."""
     up = Upstream(tmp_path)
     link = tmp_path / "vol" / "scripts"
-    settings = load(["run", "--link", str(link), "--repo", up.url], {})
+    ws = Workspace.create(load(["run", "--link", str(link), "--repo", up.url, *args], {}), State())
+    await ensure_published(ws)
+    return up, link, ws
+
+
+def test_a_sync_carries_loose_files_as_links_without_storing_them_in_git(tmp_path: Path) -> None:
+    link = tmp_path / "vol" / "scripts"
 
     async def main() -> None:
-        ws = Workspace.create(settings, State())
-        await ensure_published(ws)
+        up, _, ws = await published(tmp_path)
         old = link.resolve()
         (link / "data").mkdir()
         (link / "data" / "readings.csv").write_text("unique 8c1f0e loose content\n")
@@ -150,13 +156,10 @@ def test_a_sync_carries_loose_files_as_links_without_storing_them_in_git(tmp_pat
 
 
 def test_a_spare_checkout_becomes_the_next_revision(tmp_path: Path) -> None:
-    up = Upstream(tmp_path)
     link = tmp_path / "vol" / "scripts"
-    settings = load(["run", "--link", str(link), "--repo", up.url], {})
 
     async def main() -> None:
-        ws = Workspace.create(settings, State())
-        await ensure_published(ws)
+        up, _, ws = await published(tmp_path)
         spare.keep_ready(ws)
         await ws.settle()
         made = ws.spare
@@ -187,9 +190,7 @@ def test_a_spare_checkout_becomes_the_next_revision(tmp_path: Path) -> None:
 def test_a_fetch_lost_before_it_was_flushed_is_fetched_again(tmp_path: Path) -> None:
     """Fetches skip git's fsync; a power loss may then leave the files they wrote empty (objects
     and the upstream ref). The next sync copes: it fetches again and publishes."""
-    up = Upstream(tmp_path)
     link = tmp_path / "vol" / "scripts"
-    settings = load(["run", "--link", str(link), "--repo", up.url, "--local-edits", "hold"], {})
     repo = link.parent / ".sidecar" / "repo.git"
 
     def files() -> dict[Path, int]:
@@ -197,8 +198,7 @@ def test_a_fetch_lost_before_it_was_flushed_is_fetched_again(tmp_path: Path) -> 
                 if p.is_file()}
 
     async def main() -> None:
-        ws = Workspace.create(settings, State())
-        await ensure_published(ws)
+        up, _, ws = await published(tmp_path, "--local-edits", "hold")
         before = await asyncio.to_thread(files)
         (link / "mine.al").write_text("held back\n")
         up.commit({"node-deployment/main.al": "v2\n"})

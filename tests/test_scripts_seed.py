@@ -256,3 +256,19 @@ def test_published_files_are_group_writable_for_the_node_container(tmp_path: Pat
     target = link.resolve()
     for path in (target, target / "node-deployment", target / "node-deployment" / "local_script.al"):
         assert path.stat().st_mode & 0o020, f"{path} must be group-writable (umask 002)"
+
+
+def test_a_published_revision_that_lost_its_marker_is_marked_again(tmp_path: Path) -> None:
+    """A publication does not flush the marker on its own (the link only ever names flushed
+    files); a power loss that kept the link but lost the marker is mended at the next start."""
+    up = Upstream(tmp_path)
+    link = tmp_path / "vol" / "scripts"
+    assert seed(link, "--repo", up.url).returncode == 0
+    current = link.resolve()
+    marker = current.parent / f"{current.name}.ok"
+    marker.unlink()
+    result = seed(link, "--repo", up.url)
+    assert result.returncode == 0, result.stderr
+    assert "revision_marked_again" in result.stderr + result.stdout
+    assert link.resolve() == current, "the same tree stays published"
+    assert marker.read_text().strip() == git("rev-parse", "HEAD", cwd=link)

@@ -65,28 +65,34 @@ async def discard_revision(ws: Workspace, rev: Revision) -> None:
 
 
 async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True,
-                  known: tuple[Revision, str] | None = None, merge: Merge = trees.merge3) -> Outcome:
+                  known: tuple[Revision, str] | None = None, clean: bool = False,
+                  merge: Merge = trees.merge3) -> Outcome:
     """Publish ``commit`` as the new revision, carrying local edits per the policy.
 
-    ``known`` (a revision and its commit) saves a git call when the caller just read them.
+    ``known`` (a revision and its commit) saves a git call when the caller just read them;
+    ``clean`` says the caller just found no edits in that revision.
     ``commit``'s own tree must have passed the symlink check; what local edits add is checked here.
     ``merge`` replaces the 3-way merge of the edits (``resolve`` settles conflicts through it).
     """
     async with ws.lock:
-        return await _publish(ws, commit, source, carry, known, merge)
+        return await _publish(ws, commit, source, carry, known, clean, merge)
 
 
 async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
-                   known: tuple[Revision, str] | None, merge: Merge) -> Outcome:
+                   known: tuple[Revision, str] | None, clean: bool, merge: Merge) -> Outcome:
     policy = ws.settings.local_edits if carry else "discard"
     current = await asyncio.to_thread(ws.layout.current)
     keep_edits = current is not None and policy != "discard"
     reader: loose.Reader | None = None
     if current is not None and keep_edits:
-        current_head = known[1] if known is not None and known[0] == current else await head(ws, current)
+        told = known is not None and known[0] == current
+        current_head = known[1] if known is not None and told else await head(ws, current)
         theirs, base = await trees.trees_of(ws.git, ws.repo, commit, current_head)
         reader = loose.Reader(ws.git, ws.repo, base, theirs)
-        ours = await reader.files(current.path, base, ws.scratch("index"))
+        if clean and told:
+            ours = loose.Files(base)
+        else:
+            ours = await reader.files(current.path, base, ws.scratch("index"))
         if ours.edited(base) and policy == "hold":
             return Outcome("held", edits=await edited_paths(ws.git, current.path))
     else:

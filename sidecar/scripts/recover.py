@@ -193,6 +193,10 @@ async def _recover(ws: Workspace) -> Revision | None:
             log.warning("repository_broken_set_aside", moved_to=str(aside))
         known = await asyncio.to_thread(layout.recorded_commit, current)
         current = await adopt(ws, current.path, move_aside=False, known_base=known)
+    if current is not None and not await asyncio.to_thread(layout.recorded_commit, current):
+        # The link is only swapped to flushed files; a power loss may still have lost the marker.
+        await asyncio.to_thread(layout.mark_complete, current, await head(ws, current))
+        log.info("revision_marked_again", folder=current.name)
     # A crash between removing a revision folder and pruning leaves git's record of it behind.
     await ws.git.run(["worktree", "prune"], git_dir=ws.repo, check=False)
     await cleanup(ws)

@@ -36,14 +36,28 @@ async def publish_from_git(ws: Workspace, *, ask_first: bool = True) -> str:
             sha = await remote.resolve(ws.git, settings.repo, settings.ref)
             if current.source == "git" and current_head == sha:
                 return await _unchanged(ws, current)
-    commit = await remote.fetch(ws.git, ws.repo, settings.repo, settings.ref, sha, settings.depth)
+    fetching = remote.fetch(ws.git, ws.repo, settings.repo, settings.ref, sha, settings.depth)
+    clean = False
+    if current is not None and settings.local_edits != "discard":
+        # The edits are looked for while the fetch runs: with none, publishing starts at once
+        # (edits made from here on are caught by the look after the checkout).
+        looking = asyncio.ensure_future(edited_paths(ws.git, current.path))
+        try:
+            commit = await fetching
+        except BaseException:
+            looking.cancel()
+            await asyncio.wait([looking])
+            raise
+        clean = not await looking
+    else:
+        commit = await fetching
     published = False
     try:
         if current is not None and current.source == "git" and current_head == commit:
             return await _unchanged(ws, current)
         await trees.check_tree_symlinks(ws.git, ws.repo, commit)
         known = (current, current_head) if current is not None and current_head is not None else None
-        outcome = await publish(ws, commit, "git", known=known)
+        outcome = await publish(ws, commit, "git", known=known, clean=clean)
         published = outcome.result == "published"
     finally:
         if not published:  # what the fetch wrote is flushed by a publication, else here

@@ -12,6 +12,7 @@ import pytest
 
 from sidecar.config import load
 from sidecar.scripts import spare
+from sidecar.scripts.layout import Layout, Revision
 from sidecar.scripts.loose import Names, _classify, merge_links, relink
 from sidecar.scripts.seed import ensure_published
 from sidecar.scripts.sync import sync_once
@@ -215,3 +216,51 @@ def test_a_fetch_lost_before_it_was_flushed_is_fetched_again(tmp_path: Path) -> 
 
     asyncio.run(main())
     assert read_tree(link)["node-deployment/main.al"] == "v2\n"
+
+
+def _save(path: Path, text: str) -> None:
+    """Save as an editor does: a new file renamed over the old one (a new inode)."""
+    tmp = path.with_name(path.name + ".swp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_late_changes_to_the_old_trees_loose_files_reach_the_new_one(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers that opened the old tree before the swap: saves, deletions, new files and an edit of
+    an upstream file made right after the swap are carried; a file saved on both sides is a conflict."""
+    link = tmp_path / "vol" / "scripts"
+    swapped = Layout.swap_link
+
+    def swap_then_write(layout: Layout, rev: Revision) -> None:
+        old = layout.link.resolve()
+        swapped(layout, rev)
+        if not (old / "a.al").exists():
+            return  # the first publication
+        _save(old / "a.al", "a saved late\n")
+        (old / "b.al").unlink()
+        (old / "d.al").write_text("d added late\n")
+        (old / "node-deployment" / "main.al").write_text("main edited late\n")
+        _save(old / "c.al", "c saved in the old tree\n")
+        _save(rev.path / "c.al", "c saved in the new tree\n")
+
+    monkeypatch.setattr(Layout, "swap_link", swap_then_write)
+
+    async def main() -> Path:
+        up, _, ws = await published(tmp_path)
+        old = link.resolve()
+        for name in ("a", "b", "c"):
+            (link / f"{name}.al").write_text(f"{name}\n")
+        up.commit({"sample-code/new.al": "upstream moved\n"})
+        assert await sync_once(ws) == "ok"
+        assert ws.state.scripts.conflict_files == ["c.al"]
+        await ws.settle()
+        return old
+
+    old = asyncio.run(main())
+    tree = read_tree(link)
+    assert tree["a.al"] == "a saved late\n" and "b.al" not in tree and tree["d.al"] == "d added late\n"
+    assert tree["node-deployment/main.al"] == "main edited late\n"
+    assert tree["c.al"] == "c saved in the new tree\n"
+    assert (old / "c.al").read_text() == "c saved in the old tree\n"
+    assert (old.parent / f"{old.name}.keep").exists(), "the old folder is kept for a person to decide"

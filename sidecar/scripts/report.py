@@ -160,8 +160,8 @@ def sync_done(ws: Workspace, result: str, started: float, error: str | None = No
                               f"({s.local_edits} files edited)", files=tuple(s.local_edit_files[:50]),
                               upstream=s.held_upstream))
         log.info("sync_held", edits=s.local_edits, upstream=s.held_upstream)
-    else:
-        s.conflict_files = []
+    else:  # late edits a publication could not carry stay listed (the caller passes them on)
+        s.conflict_files = conflicts or []
         s.held_upstream = None
 
 

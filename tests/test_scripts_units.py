@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.scripts import trees
-from sidecar.scripts.edits import parse_status, snapshot
+from sidecar.scripts.edits import parse_status, snapshot, split_status
 from sidecar.scripts.git import Credentials, Git, GitError, credential_scope, split_userinfo
 from sidecar.scripts.layout import Layout, Revision, remove_tree
 from sidecar.scripts.loose import names_of
@@ -159,6 +159,7 @@ def test_output_past_the_cap_is_an_error_not_a_cut(repo: tuple[Git, Path], tmp_p
 def test_parse_status() -> None:
     out = b" M a.al\0?? new dir/b.al\0!! debug.log\0 D gone.al\0?? a.al\0"
     assert parse_status(out) == ["a.al", "debug.log", "gone.al", "new dir/b.al"]
+    assert split_status(out) == (["a.al", "gone.al"], ["new dir/b.al", "debug.log", "a.al"])
 
 
 def test_snapshot_sees_every_change_and_reuses_its_index(tmp_path: Path) -> None:

@@ -23,13 +23,21 @@ SNAPSHOT_CONFIG = {"GIT_CONFIG_PARAMETERS": "'core.fsync'='none' 'core.bigFileTh
 STATUS_ARGS = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching", "--no-renames")
 
 
-def parse_status(out: bytes) -> list[str]:
-    """Paths from ``git status --porcelain=v1 -z`` output."""
-    paths = []
+def split_status(out: bytes) -> tuple[list[str], list[str]]:
+    """``git status --porcelain=v1 -z`` output as (changed tracked paths, untracked and ignored paths)."""
+    tracked: list[str] = []
+    untracked: list[str] = []
     for entry in out.split(b"\0"):
         if len(entry) > 3:
-            paths.append(entry[3:].decode("utf-8", errors="surrogateescape"))
-    return sorted(set(paths))
+            path = entry[3:].decode("utf-8", errors="surrogateescape")
+            (untracked if entry[:2] in (b"??", b"!!") else tracked).append(path)
+    return tracked, untracked
+
+
+def parse_status(out: bytes) -> list[str]:
+    """Every path from ``git status --porcelain=v1 -z`` output, sorted."""
+    tracked, untracked = split_status(out)
+    return sorted({*tracked, *untracked})
 
 
 async def edited_paths(git: Git, worktree: Path, paths: Sequence[str] | None = None) -> list[str]:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.scripts.edits import STATUS_ARGS, discard_index, seed_index
+from sidecar.scripts.edits import STATUS_ARGS, discard_index, seed_index, split_status
 from sidecar.scripts.git import LISTING_CAP, Git
 
 Inode = tuple[int, int]  # (st_dev, st_ino): which file a path holds, whatever its content
@@ -73,17 +73,6 @@ async def names_of(git: Git, repo: Path, trees: Iterable[str]) -> Names:
             if not meta.startswith(b"040000"):
                 files.add(path)
     return Names(frozenset(every), frozenset(files))
-
-
-def split_status(out: bytes) -> tuple[list[str], list[str]]:
-    """``git status --porcelain=v1 -z`` output as (changed tracked paths, untracked and ignored paths)."""
-    tracked: list[str] = []
-    untracked: list[str] = []
-    for entry in out.split(b"\0"):
-        if len(entry) > 3:
-            path = entry[3:].decode("utf-8", errors="surrogateescape")
-            (untracked if entry[:2] in (b"??", b"!!") else tracked).append(path)
-    return tracked, untracked
 
 
 def _classify(root: Path, paths: list[str], names: Names) -> tuple[dict[str, Inode], list[str]]:

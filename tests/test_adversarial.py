@@ -67,6 +67,29 @@ def test_chained_symlinks_that_resolve_outside_are_refused_and_the_last_tree_sta
     assert failed and "'pw' points outside the tree" in failed[0].error
 
 
+def test_a_refused_tree_is_refused_with_edits_held_or_in_conflict_too(tmp_path: Path) -> None:
+    """The symlink check runs while the revision is built; a hold or a conflict never hides it, and
+    nothing of the refused tree is left in the revisions folder."""
+    up = Upstream(tmp_path)
+    link = tmp_path / "vol" / "scripts"
+
+    async def main() -> list[str]:
+        ws = Workspace.create(settings_for(link, "--repo", up.url, "--local-edits", "hold"), State())
+        await ensure_published(ws)
+        (link / "mine.al").write_text("an edit that holds upstream back\n")
+        chained_escape(up)
+        results = [await sync_once(ws)]
+        ws.settings = settings_for(link, "--repo", up.url)  # carry: the edit no longer holds it back
+        results.append(await sync_once(ws))
+        await ws.settle()
+        return results
+
+    assert asyncio.run(main()) == ["error", "error"]
+    assert not (link / "pw").exists()
+    revs = link.parent / ".sidecar" / "revs"
+    assert len([p for p in revs.iterdir() if p.is_dir()]) == 1, "only the published revision"
+
+
 def test_refusal_shows_in_status_and_the_log(tmp_path: Path, sidecar_factory: Any) -> None:
     up = Upstream(tmp_path)
     link = tmp_path / "vol" / "scripts"

@@ -66,20 +66,23 @@ async def discard_revision(ws: Workspace, rev: Revision) -> None:
 
 async def publish(ws: Workspace, commit: str, source: str, *, carry: bool = True,
                   known: tuple[Revision, str] | None = None, clean: bool = False,
-                  merge: Merge = trees.merge3) -> Outcome:
+                  gate: Awaitable[None] | None = None, merge: Merge = trees.merge3) -> Outcome:
     """Publish ``commit`` as the new revision, carrying local edits per the policy.
 
     ``known`` (a revision and its commit) saves a git call when the caller just read them;
-    ``clean`` says the caller just found no edits in that revision.
+    ``clean`` says the caller just found no edits in that revision. ``gate`` (the caller's symlink
+    check of ``commit``, running meanwhile) must end without an error before the revision may be
+    marked complete.
     ``commit``'s own tree must have passed the symlink check; what local edits add is checked here.
     ``merge`` replaces the 3-way merge of the edits (``resolve`` settles conflicts through it).
     """
     async with ws.lock:
-        return await _publish(ws, commit, source, carry, known, clean, merge)
+        return await _publish(ws, commit, source, carry, known, clean, gate, merge)
 
 
 async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
-                   known: tuple[Revision, str] | None, clean: bool, merge: Merge) -> Outcome:
+                   known: tuple[Revision, str] | None, clean: bool, gate: Awaitable[None] | None,
+                   merge: Merge) -> Outcome:
     policy = ws.settings.local_edits if carry else "discard"
     current = await asyncio.to_thread(ws.layout.current)
     keep_edits = current is not None and policy != "discard"
@@ -146,6 +149,8 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
         report_progress.working("checking and flushing the revision")
         if files != theirs:
             await trees.check_tree_symlinks(ws.git, ws.repo, files)
+        if gate is not None:
+            await gate
         await flushing
         if late:
             await asyncio.to_thread(sync_filesystem, rev.path)

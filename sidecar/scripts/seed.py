@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from sidecar.config import pinned
 from sidecar.scripts import remote, report, trees
@@ -17,6 +19,8 @@ from sidecar.scripts.layout import Revision, sync_filesystem
 from sidecar.scripts.publish import head, publish
 from sidecar.scripts.recover import SeedError, fallback_commit, recover
 from sidecar.scripts.workspace import Workspace, log
+
+T = TypeVar("T")
 
 
 async def publish_from_git(ws: Workspace, *, ask_first: bool = True) -> str:
@@ -42,12 +46,7 @@ async def publish_from_git(ws: Workspace, *, ask_first: bool = True) -> str:
         # The edits are looked for while the fetch runs: with none, publishing starts at once
         # (edits made from here on are caught by the look after the checkout).
         looking = asyncio.ensure_future(edited_paths(ws.git, current.path))
-        try:
-            commit = await fetching
-        except BaseException:
-            looking.cancel()
-            await asyncio.wait([looking])
-            raise
+        commit = await _beside(looking, fetching)
         clean = not await looking
     else:
         commit = await fetching
@@ -55,9 +54,12 @@ async def publish_from_git(ws: Workspace, *, ask_first: bool = True) -> str:
     try:
         if current is not None and current.source == "git" and current_head == commit:
             return await _unchanged(ws, current)
-        await trees.check_tree_symlinks(ws.git, ws.repo, commit)
+        # The symlink check runs while the revision is built; the revision waits for it before
+        # it may be marked complete, and a hold or a conflict does not hide a refusal.
+        checking = asyncio.ensure_future(trees.check_tree_symlinks(ws.git, ws.repo, commit))
         known = (current, current_head) if current is not None and current_head is not None else None
-        outcome = await publish(ws, commit, "git", known=known, clean=clean)
+        outcome = await _beside(checking, publish(ws, commit, "git", known=known, clean=clean, gate=checking))
+        await checking
         published = outcome.result == "published"
     finally:
         if not published:  # what the fetch wrote is flushed by a publication, else here
@@ -73,6 +75,16 @@ async def publish_from_git(ws: Workspace, *, ask_first: bool = True) -> str:
     ws.state.scripts.held_upstream = commit  # the commit a hold or a conflict keeps back
     ws.state.scripts.conflict_files = outcome.conflicts
     return outcome.result
+
+
+async def _beside(side: asyncio.Future[None] | asyncio.Future[list[str]], main: Awaitable[T]) -> T:
+    """Await ``main`` while ``side`` runs; when ``main`` fails, stop ``side`` before passing the error on."""
+    try:
+        return await main
+    except BaseException:
+        side.cancel()
+        await asyncio.wait([side])
+        raise
 
 
 async def _unchanged(ws: Workspace, current: Revision) -> str:

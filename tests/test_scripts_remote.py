@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sidecar.scripts.git import Git
+from sidecar.scripts.remote import UPSTREAM_REF, fetch
 from tests.conftest import seed, sidecar_env
 from tests.githttp import smart_http, ssh_server, tcp_server, tmpfs
 from tests.gitrepos import Upstream, git, read_tree
@@ -255,3 +258,19 @@ def _processes() -> list[tuple[int, int, int, str]]:
         except (OSError, IndexError, ValueError):
             pass
     return out
+
+
+def test_fetch_names_the_commit_whether_the_ref_is_a_file_or_packed(tmp_path: Path) -> None:
+    """The commit is read from the ref file the fetch wrote; a packed ref (after gc) is asked of git."""
+    up = Upstream(tmp_path)
+    repo = tmp_path / "repo.git"
+    git("init", "-q", "--bare", str(repo))
+    g = Git(60, tmp_path / "home")
+    head = git("rev-parse", "HEAD", cwd=up.work)
+    assert asyncio.run(fetch(g, repo, up.url, None, None, 1)) == head
+    assert (repo / UPSTREAM_REF).read_text().strip() == head
+    git("--git-dir", str(repo), "pack-refs", "--all")
+    assert not (repo / UPSTREAM_REF).exists()
+    assert asyncio.run(fetch(g, repo, up.url, None, None, 1)) == head, "nothing new: the ref stays packed"
+    newer = up.commit({"x.al": "x\n"})
+    assert asyncio.run(fetch(g, repo, up.url, None, None, 1)) == newer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
 
 from sidecar.config import is_sha
@@ -50,6 +52,13 @@ async def resolve(git: Git, repo_url: str, ref: str | None) -> str:
     raise GitError(f"ref {ref!r} not found on the remote", reason="ref-not-found")
 
 
+def _read_ref(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
 async def has_commit(git: Git, repo: Path, sha: str) -> bool:
     """True when the commit is already in the local repository."""
     result = await git.run(["cat-file", "-e", f"{sha}^{{commit}}"], git_dir=repo, check=False)
@@ -84,4 +93,9 @@ async def fetch(git: Git, repo: Path, repo_url: str, ref: str | None, sha: str |
             raise
         args[-1] = f"+{ref}:{UPSTREAM_REF}"  # a server that only serves advertised refs
         await git.run(args, git_dir=repo, remote=True, env=UNFLUSHED)
+    # The fetch has just written the ref as a file of its own: reading it saves a git call on the way
+    # to a visible push. git is asked when that file is not there or says something else.
+    text = await asyncio.to_thread(_read_ref, repo / UPSTREAM_REF)
+    if re.fullmatch(r"[0-9a-f]{40}", text):
+        return text
     return await git.out(["rev-parse", f"{UPSTREAM_REF}^{{commit}}"], git_dir=repo)

@@ -12,9 +12,8 @@ import pytest
 
 from sidecar.config import load
 from sidecar.scripts import spare
-from sidecar.scripts.layout import Layout, Revision, flush_paths
+from sidecar.scripts.layout import Layout, Revision
 from sidecar.scripts.loose import Names, _classify, merge_links, relink
-from sidecar.scripts.remote import fetch
 from sidecar.scripts.seed import ensure_published
 from sidecar.scripts.sync import sync_once
 from sidecar.scripts.workspace import Workspace
@@ -265,39 +264,3 @@ def test_late_changes_to_the_old_trees_loose_files_reach_the_new_one(tmp_path: P
     assert tree["c.al"] == "c saved in the new tree\n"
     assert (old / "c.al").read_text() == "c saved in the old tree\n"
     assert (old.parent / f"{old.name}.keep").exists(), "the old folder is kept for a person to decide"
-
-
-def test_a_spare_taken_lists_what_it_wrote_for_the_flush(tmp_path: Path) -> None:
-    link = tmp_path / "vol" / "scripts"
-
-    async def main() -> tuple[list[str], Path, Path]:
-        up, _, ws = await published(tmp_path)
-        spare.keep_ready(ws)
-        await ws.settle()
-        assert ws.spare is not None
-        came_from = ws.spare.path.parent
-        new = up.commit({"node-deployment/main.al": "v2\n", "deep/new/file.al": "new\n", "README.md": None})
-        commit = await fetch(ws.git, ws.repo, up.url, None, None, 1)
-        assert commit == new
-        dest = ws.layout.new_revision("git", commit)
-        touched = await spare.take(ws, dest.path, commit)
-        assert touched is not None
-        return touched, came_from, dest.path
-
-    touched, came_from, dest = asyncio.run(main())
-    rel = {os.path.relpath(p, dest) for p in touched if p.startswith(f"{dest}/") or p == str(dest)}
-    assert {".", ".git", "node-deployment", "node-deployment/main.al", "deep", "deep/new", "deep/new/file.al"} <= rel
-    assert "README.md" not in rel, "a deleted file is flushed through its folder"
-    assert str(dest.parent) in touched and str(came_from) in touched, "both folders of the move"
-    admin = (dest / ".git").read_text().split(":", 1)[1].strip()
-    assert {admin, f"{admin}/HEAD", f"{admin}/index", f"{admin}/gitdir"} <= set(touched)
-    assert link.is_symlink()
-
-
-def test_flush_paths_flushes_files_and_folders_and_passes_over_symlinks(tmp_path: Path) -> None:
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "f").write_text("f\n")
-    (tmp_path / "d" / "l").symlink_to("/etc/passwd")
-    flush_paths([str(tmp_path / "d"), str(tmp_path / "d" / "f"), str(tmp_path / "d" / "l")])
-    with pytest.raises(FileNotFoundError):
-        flush_paths([str(tmp_path / "missing")])

@@ -20,13 +20,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,27 +83,6 @@ def sync_filesystem(path: Path) -> None:
         if syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"syncfs: {os.strerror(err)}", str(path))
-    finally:
-        os.close(fd)
-
-
-def flush_paths(paths: Iterable[str]) -> None:
-    """``fsync`` each file and folder (not symlinks: their folder holds them). In parallel, so the
-    filesystem can journal them in one commit: for a few paths this waits far less than a
-    ``syncfs`` that must also write out whatever another process has written."""
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(_fsync_path, paths))
-
-
-def _fsync_path(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # a symlink: flushed with its folder
-            return
-        raise
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -20,7 +20,7 @@ from sidecar import progress
 from sidecar.scripts import loose, report, spare, trees
 from sidecar.scripts.edits import edited_paths, seed_index
 from sidecar.scripts.git import UNFLUSHED, Git, GitError
-from sidecar.scripts.layout import Revision, flush_paths, sync_filesystem
+from sidecar.scripts.layout import Revision, sync_filesystem
 from sidecar.scripts.workspace import Workspace, log
 
 Merge = Callable[[Git, Path, str, str, str], Awaitable[trees.MergeResult]]  # (git, repo, base, ours, theirs)
@@ -43,14 +43,11 @@ async def head(ws: Workspace, rev: Revision) -> str:
     return recorded or await ws.git.out(["rev-parse", "HEAD"], cwd=rev.path)
 
 
-async def worktree_add(ws: Workspace, rev: Revision, commit: str) -> list[str] | None:
+async def worktree_add(ws: Workspace, rev: Revision, commit: str) -> None:
     """Check out ``commit`` into a new worktree (from the spare when there is one); on failure
-    leave nothing behind. From the spare, returns the paths written since it was flushed
-    (``spare.take``); None when every file is new."""
-    touched = None
+    leave nothing behind."""
     try:
-        touched = await spare.take(ws, rev.path, commit)
-        if touched is None:
+        if not await spare.take(ws, rev.path, commit):
             await ws.git.run(["worktree", "add", "--detach", "--force", str(rev.path), commit], git_dir=ws.repo,
                              env=UNFLUSHED)
         if ws.settings.submodules:
@@ -59,7 +56,6 @@ async def worktree_add(ws: Workspace, rev: Revision, commit: str) -> list[str] |
     except BaseException:
         await asyncio.shield(discard_revision(ws, rev))
         raise
-    return touched
 
 
 async def discard_revision(ws: Workspace, rev: Revision) -> None:
@@ -113,7 +109,7 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
     report_progress = progress.current()
     report_progress.working("checking out a revision")
     rev = ws.layout.new_revision(source, commit)
-    touched = await worktree_add(ws, rev, commit)
+    await worktree_add(ws, rev, commit)
     index = ws.layout.index_of(rev)
     flushing: asyncio.Future[None] | None = None
     try:
@@ -129,12 +125,8 @@ async def _publish(ws: Workspace, commit: str, source: str, carry: bool,
         if current is not None and ours.loose:
             carried = await asyncio.to_thread(loose.relink, current.path, rev.path, ours.loose, {})
         # The flush runs while the edits that arrived meanwhile are looked for; it is repeated
-        # when some were carried, before the marker says the revision is whole. A revision made
-        # from the (flushed) spare with nothing carried flushes only the paths it wrote.
-        if touched is not None and files == theirs and not carried:
-            flushing = asyncio.ensure_future(asyncio.to_thread(flush_paths, touched))
-        else:
-            flushing = asyncio.ensure_future(asyncio.to_thread(sync_filesystem, rev.path))
+        # when some were carried, before the marker says the revision is whole.
+        flushing = asyncio.ensure_future(asyncio.to_thread(sync_filesystem, rev.path))
         late = False
         for _ in range(MAX_CATCH_UP if keep_edits else 0):
             assert current is not None and reader is not None

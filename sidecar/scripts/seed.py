@@ -50,6 +50,7 @@ async def publish_from_git(ws: Workspace, *, ask_first: bool = True) -> str:
         clean = not await looking
     else:
         commit = await fetching
+    published = False
     try:
         if current is not None and current.source == "git" and current_head == commit:
             return await _unchanged(ws, current)
@@ -59,10 +60,11 @@ async def publish_from_git(ws: Workspace, *, ask_first: bool = True) -> str:
         known = (current, current_head) if current is not None and current_head is not None else None
         outcome = await _beside(checking, publish(ws, commit, "git", known=known, clean=clean, gate=checking))
         await checking
+        published = outcome.result == "published"
     finally:
-        # What the fetch wrote (see UNFLUSHED), once the publication no longer waits for it.
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(sync_filesystem, ws.repo)
+        if not published:  # what the fetch wrote is flushed by a publication, else here
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(sync_filesystem, ws.repo)
     if outcome.revision is not None:
         report.published(ws, outcome.revision, commit, outcome.edits, seeded=current is None)
         if outcome.conflicts:  # late edits that could not be carried: their folder is kept

@@ -13,11 +13,10 @@ does not move a worktree that holds submodules.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
-from sidecar.scripts.git import LISTING_CAP, UNFLUSHED, GitError
-from sidecar.scripts.layout import Spare, remove_tree, sync_filesystem
+from sidecar.scripts.git import UNFLUSHED, GitError
+from sidecar.scripts.layout import Spare, remove_tree
 from sidecar.scripts.workspace import Workspace, log
 
 
@@ -40,59 +39,31 @@ async def prepare(ws: Workspace) -> None:
         try:
             await ws.git.run(["worktree", "add", "--detach", "--force", str(path), commit], git_dir=ws.repo,
                              env=UNFLUSHED)
-            # Flushed now, while idle: a publication from it then flushes only what it changes.
-            await asyncio.to_thread(sync_filesystem, path)
-        except (GitError, OSError) as exc:
+        except GitError as exc:
             log.info("spare_not_made", error=str(exc))  # the next publication checks out as usual
             await _remove(ws, path)
             return
         ws.spare = Spare(path, commit)
 
 
-async def take(ws: Workspace, dest: Path, commit: str) -> list[str] | None:
-    """Move the spare to ``dest`` and check ``commit`` out there; None when there is no usable spare.
+async def take(ws: Workspace, dest: Path, commit: str) -> bool:
+    """Move the spare to ``dest`` and check ``commit`` out there; False when there is no usable spare.
 
-    Returns every path (file or folder) that changed since the spare was flushed, git's own
-    bookkeeping of the worktree included: flushing those makes the revision durable.
     The caller holds the publication lock and removes ``dest`` if this raises.
     """
     spare, ws.spare = ws.spare, None
     if spare is None:
-        return None
+        return False
     try:
         await ws.git.run(["worktree", "move", str(spare.path), str(dest)], git_dir=ws.repo, env=UNFLUSHED)
     except GitError as exc:
         log.info("spare_not_usable", error=str(exc))
         await _remove(ws, spare.path)
-        return None
-    changed: list[str] = []
+        return False
     if spare.commit != commit:
-        # Only the files that differ between the two commits are written; which ones is listed
-        # meanwhile.
-        listing = asyncio.ensure_future(ws.git.run(
-            ["diff-tree", "-r", "-z", "--name-only", "--no-renames", spare.commit, commit], git_dir=ws.repo,
-            cap=LISTING_CAP))
-        try:
-            await ws.git.run(["checkout", "--quiet", "--detach", "--force", commit], cwd=dest, env=UNFLUSHED)
-        finally:
-            changed = [p.decode(errors="surrogateescape") for p in (await listing).stdout.split(b"\0") if p]
-    return await asyncio.to_thread(touched, dest, spare.path.parent, changed)
-
-
-def touched(dest: Path, came_from: Path, changed: list[str]) -> list[str]:
-    """What a move from ``came_from`` and a checkout of ``changed`` paths wrote: those paths that
-    exist, every folder above them, both parent folders of the move, and the worktree's git files
-    (its ``.git`` file, and its folder in the repository with its HEAD, index and gitdir). Blocking."""
-    paths = {os.fspath(dest), os.fspath(dest.parent), os.fspath(came_from), os.fspath(dest / ".git")}
-    for rel in changed:
-        parts = rel.split("/")
-        for depth in range(1, len(parts) + 1):
-            paths.add(os.path.join(dest, *parts[:depth]))
-    pointer = (dest / ".git").read_text().strip()
-    if pointer.startswith("gitdir:"):
-        admin = Path(pointer[7:].strip())
-        paths.update(os.fspath(admin / name) for name in ("", "HEAD", "index", "gitdir"))
-    return sorted(p.rstrip("/") for p in paths if os.path.lexists(p))
+        # Only the files that differ between the two commits are written.
+        await ws.git.run(["checkout", "--quiet", "--detach", "--force", commit], cwd=dest, env=UNFLUSHED)
+    return True
 
 
 async def discard(ws: Workspace) -> None:

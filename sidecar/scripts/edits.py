@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from sidecar.scripts.git import LISTING_CAP, Git
@@ -74,15 +74,25 @@ async def snapshot(git: Git, worktree: Path, index_file: Path) -> str:
     costs a ``stat`` per file, not a hash. The worktree's own index, which defines "unedited",
     stays as it is.
     """
-    env = {"GIT_INDEX_FILE": str(index_file), **SNAPSHOT_CONFIG}
-    if not await asyncio.to_thread(index_file.exists) and not await asyncio.to_thread(seed_index, worktree,
-                                                                                        index_file):
-        await git.run(["read-tree", "HEAD"], cwd=worktree, env=env)
+    return await index_tree(git, worktree, index_file, ["--", "."], SNAPSHOT_CONFIG,
+                            fresh=not await asyncio.to_thread(index_file.exists))
+
+
+async def index_tree(git: Git, worktree: Path, index_file: Path, add: Sequence[str], env: Mapping[str, str],
+                     *, stdin: bytes | None = None, fresh: bool) -> str:
+    """``git add --all --force ADD`` into the private index ``index_file``, then its tree id.
+
+    ``fresh`` starts the index anew from the worktree's own (whose stat data lets git hash only
+    what changed), else from HEAD. A failed call discards the index: never trust a half-done one.
+    """
+    env = {"GIT_INDEX_FILE": str(index_file), **env}
     try:
-        await git.run(["add", "--all", "--force", "--", "."], cwd=worktree, env=env)
+        if fresh and not await asyncio.to_thread(seed_index, worktree, index_file):
+            await git.run(["read-tree", "HEAD"], cwd=worktree, env=env)
+        await git.run(["add", "--all", "--force", *add], cwd=worktree, env=env, stdin=stdin)
         return await git.out(["write-tree"], cwd=worktree, env=env)
     except BaseException:
-        discard_index(index_file)  # never trust a half-done index
+        await asyncio.to_thread(discard_index, index_file)
         raise
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.scripts.edits import STATUS_ARGS, discard_index, seed_index, split_status
+from sidecar.scripts.edits import STATUS_ARGS, discard_index, index_tree, split_status
 from sidecar.scripts.git import LISTING_CAP, Git
 
 Inode = tuple[int, int]  # (st_dev, st_ino): which file a path holds, whatever its content
@@ -142,17 +142,12 @@ class Reader:
             tracked += bound
         if not tracked:
             return Files(head_tree, loose)
-        env = {"GIT_INDEX_FILE": str(index_file), "GIT_LITERAL_PATHSPECS": "1"}
-        try:
-            if not await asyncio.to_thread(seed_index, worktree, index_file):
-                await self.git.run(["read-tree", "HEAD"], cwd=worktree, env=env)
-            spec = b"".join(p.encode(errors="surrogateescape") + b"\0" for p in tracked)
-            await self.git.run(["add", "--all", "--force", "--pathspec-from-file=-", "--pathspec-file-nul"],
-                               cwd=worktree, env=env, stdin=spec)
-            return Files(await self.git.out(["write-tree"], cwd=worktree, env=env), loose)
-        finally:
-            if not keep:
-                await asyncio.to_thread(discard_index, index_file)
+        spec = b"".join(p.encode(errors="surrogateescape") + b"\0" for p in tracked)
+        tree = await index_tree(self.git, worktree, index_file, ["--pathspec-from-file=-", "--pathspec-file-nul"],
+                                {"GIT_LITERAL_PATHSPECS": "1"}, stdin=spec, fresh=True)
+        if not keep:
+            await asyncio.to_thread(discard_index, index_file)
+        return Files(tree, loose)
 
 
 class _Folders:
@@ -171,7 +166,7 @@ class _Folders:
         fd = None
         if parent is not None:
             if self.create:
-                with contextlib.suppress(FileExistsError, OSError):
+                with contextlib.suppress(OSError):  # already there; or not, and the open says
                     os.mkdir(name, dir_fd=parent)
             with contextlib.suppress(OSError):
                 fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)

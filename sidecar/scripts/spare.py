@@ -21,8 +21,14 @@ from sidecar.scripts.workspace import Workspace, log
 
 
 def keep_ready(ws: Workspace) -> None:
-    """Make sure a spare of the published commit is being made or is ready (background task)."""
+    """Make sure a spare of the published commit is being made or is ready (background task).
+
+    Called after every sync: when the spare already holds the published commit (a sync that
+    found nothing new) it costs nothing, not even the publication lock.
+    """
     if ws.settings.submodules or (ws.spare_task is not None and not ws.spare_task.done()):
+        return
+    if ws.spare is not None and ws.spare.commit == ws.state.scripts.revision:
         return
     ws.spare_task = asyncio.create_task(prepare(ws), name="scripts-spare")
 
